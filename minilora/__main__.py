@@ -1,0 +1,85 @@
+"""Command line: ``python -m minilora {figures,info} ...``.
+
+Each subcommand lives in a small ``_cmd_*`` function; the library never imports this module.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+from collections.abc import Sequence
+
+
+def _cmd_figures(args: argparse.Namespace) -> int:
+    from minilora import figures
+
+    registry = figures.load_all()
+    if args.list:
+        width = max(map(len, registry))
+        for spec in registry.values():
+            blog = f"  [blog: {spec.blog_name}]" if spec.blog_name else ""
+            print(f"{spec.name:<{width}}  {spec.description}{blog}")
+        return 0
+    try:
+        paths = figures.render_many(args.names, args.out, args.blog_names)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    for p in paths:
+        print(p)
+    return 0
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    import matplotlib
+    import numpy
+    import scipy
+
+    import minilora
+    from minilora import backend
+
+    print(f"minilora   {minilora.__version__}")
+    print(f"python     {platform.python_version()} ({platform.machine()})")
+    print(f"numpy      {numpy.__version__}")
+    print(f"scipy      {scipy.__version__}")
+    print(f"matplotlib {matplotlib.__version__}")
+    try:
+        import cupy  # noqa: F401
+
+        cupy_version = cupy.__version__
+    except ImportError:
+        cupy_version = "not installed (pip install 'minilora[gpu]')"
+    print(f"cupy       {cupy_version}")
+    try:
+        print(f"backend    {backend.name()}")
+    except ImportError as err:
+        print(f"backend    unavailable: {err}")
+        return 1
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m minilora", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("figures", help="regenerate figures into figures/ (all, or the named ones)")
+    p.add_argument("names", nargs="*", metavar="NAME", help="figure names (default: all; see --list)")
+    p.add_argument("--list", action="store_true", help="list the figures and exit")
+    p.add_argument("--out", default="figures", metavar="DIR", help="output directory (default: figures)")
+    p.add_argument("--blog-names", action="store_true",
+                   help="also write each blog figure under the blog's own file name and format")
+    p.set_defaults(func=_cmd_figures)
+
+    p = sub.add_parser("info", help="print versions and the array backend")
+    p.set_defaults(func=_cmd_info)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
