@@ -184,8 +184,8 @@ def absmax_dequantize(q: Any, absmax: Any, bits: int = 8, axis: int | None = Non
     if blocksize is not None:
         nblocks = -(-q.size // int(blocksize))
         if absmax.shape != (nblocks,):
-            raise ValueError(f"absmax must have shape ({nblocks},) for {q.size} codes at blocksize {blocksize}, "
-                             f"got {tuple(absmax.shape)}")
+            raise ValueError(f"absmax must have shape ({nblocks},) for {q.size} codes at blocksize "
+                             f"{blocksize}, got {tuple(absmax.shape)}")
         out = _blocks(q.reshape(-1).astype(xp.float32), int(blocksize)) * step[:, None]
         return out.reshape(-1)[: q.size].reshape(shape)
     if axis is not None:

@@ -23,7 +23,8 @@ Dequantization is ``float32(code[q] · absmax[block])``.
 Example (the 4-value codebook {-1, 0, 0.5, 1}, one block of 4)
 --------------------------------------------------------------
 >>> import numpy as np
->>> q, absmax = quantize_blocks(np.array([0.25, -2, 0.8, 2], np.float32), 4096, np.array([-1, 0, .5, 1], np.float32))
+>>> code = np.array([-1, 0, .5, 1], np.float32)
+>>> q, absmax = quantize_blocks(np.array([0.25, -2, 0.8, 2], np.float32), 4096, code)
 >>> q.tolist(), absmax.tolist()        # 0.25/2 = 0.125 → 0; 0.8/2 = 0.4 → 0.5
 ([1, 0, 2, 3], [2.0])
 """
@@ -132,7 +133,8 @@ def scale_blocks(flat: Any, blocksize: int) -> tuple[Any, Any]:
     nfull, rem = block_layout(n, blocksize)
     full = flat[: nfull * blocksize].reshape(nfull, blocksize)                 # (nfull, bs)
     absmax = xp.empty(nfull + (rem > 0), dtype=xp.float32)
-    absmax[:nfull] = xp.maximum(full.max(axis=1), -full.min(axis=1)) + xp.float32(0) if nfull else absmax[:0]  # +0: no −0.0
+    if nfull:                                                                  # "+ 0" turns −0.0 into 0.0
+        absmax[:nfull] = xp.maximum(full.max(axis=1), -full.min(axis=1)) + xp.float32(0)
     scaled = xp.empty(n, dtype=xp.float32)
     recip = xp.float32(1) / xp.maximum(absmax[:nfull], TINY)                   # float32(1 / absmax)
     xp.multiply(full, recip[:, None], out=scaled[: nfull * blocksize].reshape(nfull, blocksize))
@@ -145,7 +147,7 @@ def scale_blocks(flat: Any, blocksize: int) -> tuple[Any, Any]:
 
 
 def quantize_blocks(flat: Any, blocksize: int, code: Any, pad_even: bool = False) -> tuple[Any, Any]:
-    """Block-wise quantize 1-D float32 ``flat`` with codebook ``code``: ``(codes uint8 (n,), absmax (nblocks,))``.
+    """Block-wise quantize 1-D float32 ``flat`` with ``code``: ``(codes uint8 (n,), absmax (nblocks,))``.
 
     ``pad_even=True`` appends one scaled 0.0 to an odd-length input before coding (what bitsandbytes does
     before packing 4-bit codes): the pad nibble is the code of 0.0 — 7 for NF4, 0 for FP4 — and the
@@ -159,7 +161,7 @@ def quantize_blocks(flat: Any, blocksize: int, code: Any, pad_even: bool = False
 
 
 def dequantize_blocks(values: Any, absmax: Any, blocksize: int) -> Any:
-    """``float32(values · absmax[i // blocksize])`` for decoded code values ``values`` (1-D float32, in place)."""
+    """``float32(values · absmax[i // blocksize])`` for decoded code values (1-D float32, in place)."""
     xp = backend.xp()
     n = values.size
     nfull, rem = block_layout(n, blocksize)

@@ -17,8 +17,8 @@ block-wise codebook: NF4, FP4, 8-bit dynamic (:func:`codebook_bound`)
     FP4: e = 1/6; 8-bit dynamic map: e = 0.00703.
 
 double quantization (:func:`double_quant_absmax_bound`, :func:`nf4_double_quant_bound`)
-    The stored scale is ``â = fl(fl(code8[q] · a2) + offset)``, where ``d = fl(a − offset)`` was quantized with
-    the second-level scale ``a2`` (absmax of ``d`` over 256 blocks): ``|a − â| ≤ a2 · (e8 + 4u) +
+    The stored scale is ``â = fl(fl(code8[q] · a2) + offset)``, where ``d = fl(a − offset)`` was quantized
+    with the second-level scale ``a2`` (absmax of ``d`` over 256 blocks): ``|a − â| ≤ a2 · (e8 + 4u) +
     2u · (|a| + |offset| + a2)``. The 4-bit codes were chosen with the true ``a``, so
     ``|x − c · â| ≤ |x − c · a| + |c| · |a − â|`` and the total is ``a · (e4 + 4u) + (1 + u) · Δa + u · a``.
 
@@ -73,7 +73,8 @@ def codebook_bound(absmax: Any, code: Any) -> Any:
     return a * (code_max_error(code) + 4 * U32)
 
 
-def double_quant_absmax_bound(absmax: Any, offset: Any, absmax2: Any, code8: Any, blocksize2: int = 256) -> Any:
+def double_quant_absmax_bound(absmax: Any, offset: Any, absmax2: Any, code8: Any,
+                              blocksize2: int = 256) -> Any:
     """Per first-level block: ``|a − â| ≤ a2 · (e8 + 4u) + 2u · (|a| + |offset| + a2)`` (float64).
 
     ``absmax`` are the true float32 scales (nblocks,), ``absmax2`` the second-level scales

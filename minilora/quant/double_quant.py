@@ -114,7 +114,7 @@ def quantize_blockwise(x: Any, blocksize: int = 4096, code: Any = None) -> tuple
 
 
 def dequantize_blockwise(q: Any, quant_state: QuantState) -> Any:
-    """Undo :func:`quantize_blockwise`: ``float32(code[q] · absmax[i // blocksize])``, shape ``quant_state.shape``."""
+    """Undo :func:`quantize_blockwise`: ``float32(code[q] · absmax[i // blocksize])``, original shape."""
     xp = backend.xp()
     q = xp.asarray(q)
     if q.dtype != xp.uint8:

@@ -51,7 +51,8 @@ MAX_K = (2**31 - 1) // 127**2              # longest dot product an int32 accumu
 def _check_threshold(threshold: Any) -> float:
     t = float(threshold)
     if not np.isfinite(t) or t < 0:
-        raise ValueError(f"threshold must be a finite number >= 0 (0 disables the decomposition), got {threshold!r}")
+        raise ValueError(f"threshold must be a finite number >= 0 (0 disables the decomposition), "
+                         f"got {threshold!r}")
     return t
 
 

@@ -3,7 +3,7 @@
 NF4 (Dettmers et al. 2023, QLoRA, arXiv 2305.14314, §3 Eq. 4) places its 16 levels at quantiles of
 N(0, 1), so that each level is used about equally often by normally distributed weights:
 
-.. math:: q_i = \\tfrac12\\left(Q_X\\!\\left(\\tfrac{i}{2^k+1}\\right) + Q_X\\!\\left(\\tfrac{i+1}{2^k+1}\\right)\\right)
+.. math:: q_i = \\tfrac12\\left(Q_X(\\tfrac{i}{2^k+1}) + Q_X(\\tfrac{i+1}{2^k+1})\\right)
 
 (the blog's "z^k + 1" is 2^k + 1, SEED-NOTES erratum 5). Taken literally at ``i = 0`` this asks for
 ``Q_X(0) = −∞``. bitsandbytes instead takes 8 positive quantiles on ``linspace(offset, 0.5, 9)`` and
@@ -41,7 +41,13 @@ from typing import Any
 import numpy as np
 
 from minilora import backend
-from minilora.quant.blockwise import dequantize_blocks, linspace_f32, pack_nibbles, quantize_blocks, unpack_decode
+from minilora.quant.blockwise import (
+    dequantize_blocks,
+    linspace_f32,
+    pack_nibbles,
+    quantize_blocks,
+    unpack_decode,
+)
 from minilora.quant.double_quant import compress_absmax, decompress_absmax
 from minilora.quant.state import QuantState, as_float_array, check_blocksize, check_choice, check_finite_stats
 
@@ -86,10 +92,10 @@ def create_normal_map(offset: float = NF4_OFFSET, use_extra_value: bool = True,
     use_extra_value : bool
         True: 8 positive + 7 negative + 0 = 16 levels (NF4). False: 7 + 7 + 0 = 15 levels (symmetric).
     recipe : {"bitsandbytes", "float64"}
-        ``"bitsandbytes"`` reproduces the library's mixed precision — torch's float32 linspace, ``norm.ppf`` in
-        float64 on those float32 points, cast to float32, divide by the max in float32 — and rebuilds
-        :func:`nf4_code` bit for bit. ``"float64"`` does everything in float64 and rounds once at the end: the
-        mathematically cleaner recipe, which is off by up to a few ulp from the library's table.
+        ``"bitsandbytes"`` reproduces the library's mixed precision — torch's float32 linspace,
+        ``norm.ppf`` in float64 on those float32 points, cast to float32, divide by the max in float32 —
+        and rebuilds :func:`nf4_code` bit for bit. ``"float64"`` does everything in float64 and rounds
+        once at the end: the mathematically cleaner recipe, off by a few ulp from the library's table.
 
     Returns
     -------
@@ -138,7 +144,8 @@ def quantize_4bit(x: Any, blocksize: int = 64, quant_type: str = "nf4",
     arr = as_float_array(x, "x")
     blocksize = check_blocksize(blocksize)
     code = xp.asarray(get_4bit_code(quant_type))
-    q, absmax = quantize_blocks(arr.astype(xp.float32, copy=False).reshape(-1), blocksize, code, pad_even=True)
+    flat = arr.astype(xp.float32, copy=False).reshape(-1)
+    q, absmax = quantize_blocks(flat, blocksize, code, pad_even=True)
     check_finite_stats(absmax, "x")
     state = QuantState(absmax=absmax, shape=tuple(arr.shape), dtype=arr.dtype, blocksize=blocksize,
                        quant_type=quant_type, code=code)

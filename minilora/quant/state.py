@@ -158,7 +158,8 @@ def check_finite_stats(stats: Any, arg: str = "x") -> None:
 
 def check_blocksize(blocksize: Any, arg: str = "blocksize", allowed: tuple[int, ...] = BLOCKSIZES) -> int:
     """Return ``blocksize`` as int, or raise ValueError unless it is one of ``allowed``."""
-    if isinstance(blocksize, bool) or not isinstance(blocksize, (int, np.integer)) or int(blocksize) not in allowed:
+    is_int = isinstance(blocksize, (int, np.integer)) and not isinstance(blocksize, bool)
+    if not is_int or int(blocksize) not in allowed:
         raise ValueError(f"{arg} must be a power of two in [{allowed[0]}, {allowed[-1]}] "
                          f"(one of {allowed}), got {blocksize!r}")
     return int(blocksize)

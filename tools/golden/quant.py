@@ -16,10 +16,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import bitsandbytes as bnb  # noqa: F401  (registers the ops)
 import numpy as np
 import torch
-
-import bitsandbytes as bnb  # noqa: F401  (registers the ops)
 from bitsandbytes import functional as F
 
 KEYSET = torch._C.DispatchKeySet(torch._C.DispatchKey.CompositeExplicitAutograd)
@@ -37,7 +36,7 @@ def n(a) -> np.ndarray:
     return a.detach().cpu().numpy().copy()
 
 
-# (name, shape, blocksize, double-quantize) — odd lengths, partial blocks, 1-D/2-D/3-D, every blocksize asked for
+# (name, shape, blocksize, double-quantize): odd lengths, partial blocks, 1-D/2-D/3-D shapes
 CASES_4BIT = [
     ("v4096_bs64", (4096,), 64, True),
     ("odd37_bs64", (37,), 64, True),
@@ -60,8 +59,9 @@ def make_x(name: str, shape: tuple[int, ...], code: np.ndarray, rng: np.random.G
         mid = ((srt[:-1] + srt[1:]) / np.float32(2)).astype(np.float32)
         rows = [
             np.zeros(64, np.float32),                                                         # absmax 0
-            np.concatenate([[1.0], mid, -mid, np.zeros(64 - 1 - 2 * mid.size)]),              # exact midpoints
-            np.concatenate([[1.0], np.nextafter(mid, 2), np.nextafter(mid, -2), np.zeros(64 - 1 - 2 * mid.size)]),
+            np.concatenate([[1.0], mid, -mid, np.zeros(64 - 1 - 2 * mid.size)]),      # exact midpoints
+            np.concatenate([[1.0], np.nextafter(mid, 2), np.nextafter(mid, -2),
+                            np.zeros(64 - 1 - 2 * mid.size)]),
             np.concatenate([[-1.0], srt, -srt, np.zeros(64 - 1 - 2 * srt.size)]),             # exact levels
             rng.standard_normal(64) * 1e-30,                                                  # tiny values
             rng.standard_normal(64) * 1e4,
@@ -70,7 +70,7 @@ def make_x(name: str, shape: tuple[int, ...], code: np.ndarray, rng: np.random.G
         return np.stack(rows).astype(np.float32).reshape(shape)
     x = (rng.standard_normal(size) * rng.choice([0.02, 1.0, 7.0])).astype(np.float32)
     k = max(1, size // 500)
-    x[rng.choice(size, k, replace=False)] *= np.float32(30)                                   # planted outliers
+    x[rng.choice(size, k, replace=False)] *= np.float32(30)                   # planted outliers
     if name.startswith("zerotail"):
         x[-1] = 0.0
     return x.reshape(shape)
@@ -87,17 +87,19 @@ def four_bit(out: dict, rng: np.random.Generator) -> None:
             deq = op("dequantize_4bit", packed, absmax, bs, qt, list(shape), torch.float32)
             key = f"{qt}_{name}"
             out[f"{key}_x"], out[f"{key}_bs"] = x, np.int64(bs)
-            out[f"{key}_packed"], out[f"{key}_absmax"], out[f"{key}_deq"] = n(packed).reshape(-1), n(absmax), n(deq)
+            out[f"{key}_packed"], out[f"{key}_absmax"] = n(packed).reshape(-1), n(absmax)
+            out[f"{key}_deq"] = n(deq)
             if not dq:
                 continue
             # bitsandbytes' own double quantization (functional.quantize_4bit with compress_statistics)
             _, st = F.quantize_4bit(t(x), blocksize=bs, compress_statistics=True, quant_type=qt)
-            q8, _ = op("quantize_blockwise", absmax - st.offset, code8, 256)     # default kernel, exact nearest
+            q8, _ = op("quantize_blockwise", absmax - st.offset, code8, 256)   # default kernel: exact nearest
             a2 = st.state2.absmax
             rec = op("dequantize_blockwise", q8, a2, code8, 256, torch.float32) + st.offset
             out[f"{key}_dq_offset_bnb"] = np.float32(st.offset.item())
             out[f"{key}_dq_q_bnb"], out[f"{key}_dq_absmax2_bnb"] = n(q8), n(a2)
-            out[f"{key}_dq_deq_bnb"] = n(op("dequantize_4bit", packed, rec, bs, qt, list(shape), torch.float32))
+            deq_bnb = op("dequantize_4bit", packed, rec, bs, qt, list(shape), torch.float32)
+            out[f"{key}_dq_deq_bnb"] = n(deq_bnb)
             # the same with the correctly rounded offset minilora takes
             off = torch.tensor(np.float32(np.mean(n(absmax).astype(np.float64))))
             q8e, a2e = op("quantize_blockwise", absmax - off, code8, 256)
@@ -105,7 +107,8 @@ def four_bit(out: dict, rng: np.random.Generator) -> None:
             out[f"{key}_dq_offset_exact"] = np.float32(off.item())
             out[f"{key}_dq_q_exact"], out[f"{key}_dq_absmax2_exact"] = n(q8e), n(a2e)
             out[f"{key}_dq_absmax_exact"] = n(rece)
-            out[f"{key}_dq_deq_exact"] = n(op("dequantize_4bit", packed, rece, bs, qt, list(shape), torch.float32))
+            deq_exact = op("dequantize_4bit", packed, rece, bs, qt, list(shape), torch.float32)
+            out[f"{key}_dq_deq_exact"] = n(deq_exact)
 
 
 def maps(out: dict) -> None:
