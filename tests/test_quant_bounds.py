@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from minilora.quant import (
     absmax_dequantize,
     absmax_quantize,
+    bounds,
     create_dynamic_map,
     dequantize_4bit,
     dequantize_blockwise,
@@ -20,7 +21,6 @@ from minilora.quant import (
     quantize_4bit,
     quantize_blockwise,
 )
-from minilora.quant import bounds
 from minilora.quant.double_quant import decompress_absmax
 from minilora.quant.nf4 import get_4bit_code
 
