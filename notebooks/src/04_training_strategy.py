@@ -32,7 +32,7 @@ from minilora.figures.training import cosine_annealing
 from minilora.nn.gpt import GPT, GPTConfig
 from minilora.train import train
 
-plt.switch_backend("module://matplotlib_inline.backend_inline")  # minilora.figures selects Agg
+get_ipython().run_line_magic("matplotlib", "inline")  # noqa: F821 (minilora.figures selects Agg)
 
 # %% [markdown]
 # ## 1 · The half-cycle cosine schedule with warmup
