@@ -1,0 +1,272 @@
+"""Layers with hand-written backward passes: Linear, Embedding, LayerNorm, Dropout, MLP, attention, Block.
+
+Each class follows the :class:`~minilora.nn.module.Module` protocol (see that module's docstring):
+``params`` / ``grads`` dicts, ``forward(x) -> y``, ``backward(dout) -> dx``, ``zero_grad()``, a
+trainable/frozen mark per parameter, and a ``cache`` with only what backward needs. The arithmetic is
+in :mod:`minilora.nn.functional`; these classes hold parameters and route gradients.
+
+Initialisation follows PyTorch's defaults (``nn.Linear``: weight and bias ~ U(-1/sqrt(in), 1/sqrt(in));
+``nn.Embedding``: N(0, 1); ``nn.LayerNorm``: ones and zeros). The GPT re-initialises its weights the
+GPT-2 way (:mod:`minilora.nn.gpt`). Every constructor takes ``seed``: an int, a
+``numpy.random.Generator`` (shared by the children, drawn in construction order) or None.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+from minilora.nn import functional as F
+from minilora.nn.module import Module, ModuleList
+
+Seed = int | np.random.Generator | None
+
+
+def _rng(seed: Seed) -> np.random.Generator:
+    return seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+
+
+def _check_dim(name: str, x: np.ndarray, size: int) -> None:
+    if x.ndim < 1 or x.shape[-1] != size:
+        raise ValueError(f"{name} must have last dimension {size}, got shape {tuple(x.shape)}")
+
+
+class Linear(Module):
+    """``y = x @ weight.T + bias`` for any leading dimensions.
+
+    Parameters
+    ----------
+    in_features, out_features : sizes; ``weight`` is (out_features, in_features), ``bias`` (out_features,).
+    bias : whether to add a bias.  seed : int, Generator or None.  dtype : parameter dtype.
+
+    A frozen ``weight`` (``freeze("weight")``) costs no weight-gradient matmul in backward.
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, seed: Seed = None,
+                 dtype: str = "float32") -> None:
+        super().__init__()
+        if in_features < 1 or out_features < 1:
+            raise ValueError(f"in_features and out_features must be >= 1, got {in_features}, {out_features}")
+        self.in_features, self.out_features = int(in_features), int(out_features)
+        rng, bound = _rng(seed), 1.0 / math.sqrt(in_features)
+        self.add_param("weight", rng.uniform(-bound, bound, (out_features, in_features)).astype(dtype))
+        if bias:
+            self.add_param("bias", rng.uniform(-bound, bound, out_features).astype(dtype))
+
+    @property
+    def weight(self) -> np.ndarray:
+        return self._params["weight"]
+
+    @property
+    def bias(self) -> np.ndarray | None:
+        return self._params.get("bias")
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """x: (..., in_features) -> (..., out_features)."""
+        _check_dim("x", x, self.in_features)
+        out, self.cache = F.linear_forward(x, self.weight, self.bias)
+        return out
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        """dout: (..., out_features) -> dx (..., in_features); accumulates trainable grads."""
+        dx, dw, db = F.linear_backward(dout, self.cache, need_dw=self.needs_grad("weight"),
+                                       need_db=self.needs_grad("bias"))
+        self.accumulate_grad("weight", dw)
+        self.accumulate_grad("bias", db)
+        self.cache = None
+        return dx
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"bias={self.bias is not None}")
+
+
+class Embedding(Module):
+    """Lookup table ``weight`` (num_embeddings, embedding_dim); input: integer ids of any shape."""
+
+    def __init__(self, num_embeddings: int, embedding_dim: int, seed: Seed = None, dtype: str = "float32"):
+        super().__init__()
+        self.num_embeddings, self.embedding_dim = int(num_embeddings), int(embedding_dim)
+        self.add_param("weight", _rng(seed).standard_normal((num_embeddings, embedding_dim)).astype(dtype))
+
+    def forward(self, idx: np.ndarray) -> np.ndarray:
+        """idx: integer array (...) with values in [0, num_embeddings) -> (..., embedding_dim)."""
+        idx = np.asarray(idx)
+        if not np.issubdtype(idx.dtype, np.integer):
+            raise TypeError(f"idx must be an integer array, got dtype {idx.dtype}")
+        if idx.size and (idx.min() < 0 or idx.max() >= self.num_embeddings):
+            raise ValueError(f"idx values must be in [0, {self.num_embeddings}), got min {idx.min()} "
+                             f"max {idx.max()}")
+        out, self.cache = F.embedding_forward(idx, self._params["weight"])
+        return out
+
+    def backward(self, dout: np.ndarray) -> None:
+        """Accumulates the table gradient (if trainable); ids have no gradient, so returns None."""
+        if self.needs_grad("weight"):
+            self.accumulate_grad("weight", F.embedding_backward(dout, self.cache))
+        self.cache = None
+        return None
+
+    def extra_repr(self) -> str:
+        return f"{self.num_embeddings}, {self.embedding_dim}"
+
+
+class LayerNorm(Module):
+    """LayerNorm over the last axis with ``weight`` (ones) and ``bias`` (zeros), eps 1e-5."""
+
+    def __init__(self, n: int, eps: float = F.LN_EPS, dtype: str = "float32") -> None:
+        super().__init__()
+        self.n, self.eps = int(n), float(eps)
+        self.add_param("weight", np.ones(n, dtype=dtype))
+        self.add_param("bias", np.zeros(n, dtype=dtype))
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        _check_dim("x", x, self.n)
+        out, self.cache = F.layernorm_forward(x, self._params["weight"], self._params["bias"], self.eps)
+        return out
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        need = self.needs_grad("weight") or self.needs_grad("bias")
+        dx, dw, db = F.layernorm_backward(dout, self.cache, need_dw=need)
+        self.accumulate_grad("weight", dw)
+        self.accumulate_grad("bias", db)
+        self.cache = None
+        return dx
+
+    def extra_repr(self) -> str:
+        return f"{self.n}, eps={self.eps}"
+
+
+class Dropout(Module):
+    """Inverted dropout with probability ``p``; identity in eval mode or when ``p == 0``."""
+
+    def __init__(self, p: float = 0.0, seed: Seed = None) -> None:
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"dropout p must be in [0, 1), got {p!r}")
+        self.p, self.rng = float(p), _rng(seed)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        out, self.cache = F.dropout_forward(x, self.p, self.rng, self.training)
+        return out
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        dx = F.dropout_backward(dout, self.cache)
+        self.cache = None
+        return dx
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+ACTIVATIONS = {"gelu": (F.gelu_forward, F.gelu_backward), "relu": (F.relu_forward, F.relu_backward)}
+
+
+class MLP(Module):
+    """A stack of Linear layers with an activation between them (none after the last).
+
+    Parameters
+    ----------
+    sizes : layer widths ``[d_in, h_1, ..., d_out]`` (at least two).
+    activation : ``"gelu"`` (tanh approximation) or ``"relu"``.
+
+    Naming: with exactly two layers (the transformer's feed-forward) they are ``up_proj`` and
+    ``down_proj``, as in the GPT's state_dict; otherwise ``fc0``, ``fc1``, ...
+    """
+
+    def __init__(self, sizes: Sequence[int], activation: str = "gelu", bias: bool = True, seed: Seed = None,
+                 dtype: str = "float32") -> None:
+        super().__init__()
+        sizes = [int(s) for s in sizes]
+        if len(sizes) < 2 or min(sizes) < 1:
+            raise ValueError(f"sizes must hold at least two positive widths, got {sizes}")
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+        self.sizes, self.activation = sizes, activation
+        n = len(sizes) - 1
+        self.layer_names = ["up_proj", "down_proj"] if n == 2 else [f"fc{i}" for i in range(n)]
+        rng = _rng(seed)
+        for name, d_in, d_out in zip(self.layer_names, sizes[:-1], sizes[1:]):
+            setattr(self, name, Linear(d_in, d_out, bias=bias, seed=rng, dtype=dtype))
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        act, caches = ACTIVATIONS[self.activation][0], []
+        for i, name in enumerate(self.layer_names):
+            x = getattr(self, name).forward(x)
+            if i < len(self.layer_names) - 1:
+                x, c = act(x)
+                caches.append(c)
+        self.cache = caches
+        return x
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        act_bwd, caches = ACTIVATIONS[self.activation][1], self.cache
+        for i in reversed(range(len(self.layer_names))):
+            dout = getattr(self, self.layer_names[i]).backward(dout)
+            if i > 0:
+                dout = act_bwd(dout, caches[i - 1])
+        self.cache = None
+        return dout
+
+    def extra_repr(self) -> str:
+        return f"sizes={self.sizes}, activation={self.activation!r}"
+
+
+class CausalSelfAttention(Module):
+    """Multi-head causal self-attention with separate ``q_proj``, ``k_proj``, ``v_proj``, ``o_proj``."""
+
+    def __init__(self, n_embd: int, n_head: int, bias: bool = True, dropout: float = 0.0, seed: Seed = None,
+                 dtype: str = "float32") -> None:
+        super().__init__()
+        if n_head < 1 or n_embd % n_head != 0:
+            raise ValueError(f"n_embd must be divisible by n_head, got n_embd={n_embd}, n_head={n_head}")
+        self.n_embd, self.n_head = int(n_embd), int(n_head)
+        rng = _rng(seed)
+        for name in ("q_proj", "k_proj", "v_proj", "o_proj"):
+            setattr(self, name, Linear(n_embd, n_embd, bias=bias, seed=rng, dtype=dtype))
+        self.resid_drop = Dropout(dropout, seed=rng)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """x: (B, T, C) -> (B, T, C)."""
+        if x.ndim != 3:
+            raise ValueError(f"x must be (B, T, C), got shape {tuple(x.shape)}")
+        q, k, v = self.q_proj.forward(x), self.k_proj.forward(x), self.v_proj.forward(x)  # (B, T, C) each
+        y, self.cache = F.attention_forward(q, k, v, self.n_head)  # (B, T, C)
+        return self.resid_drop.forward(self.o_proj.forward(y))
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        dy = self.o_proj.backward(self.resid_drop.backward(dout))
+        dq, dk, dv = F.attention_backward(dy, self.cache)
+        self.cache = None
+        return self.q_proj.backward(dq) + self.k_proj.backward(dk) + self.v_proj.backward(dv)
+
+    def extra_repr(self) -> str:
+        return f"n_embd={self.n_embd}, n_head={self.n_head}"
+
+
+class Block(Module):
+    """Pre-LN transformer block: ``x + attn(ln_1(x))``, then ``x + mlp(ln_2(x))``."""
+
+    def __init__(self, n_embd: int, n_head: int, mlp_ratio: int = 4, bias: bool = True, dropout: float = 0.0,
+                 seed: Seed = None, dtype: str = "float32") -> None:
+        super().__init__()
+        rng = _rng(seed)
+        self.ln_1 = LayerNorm(n_embd, dtype=dtype)
+        self.attn = CausalSelfAttention(n_embd, n_head, bias=bias, dropout=dropout, seed=rng, dtype=dtype)
+        self.ln_2 = LayerNorm(n_embd, dtype=dtype)
+        self.mlp = MLP([n_embd, mlp_ratio * n_embd, n_embd], "gelu", bias=bias, seed=rng, dtype=dtype)
+        self.mlp_drop = Dropout(dropout, seed=rng)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        x = x + self.attn.forward(self.ln_1.forward(x))
+        return x + self.mlp_drop.forward(self.mlp.forward(self.ln_2.forward(x)))
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        dx = dout + self.ln_2.backward(self.mlp.backward(self.mlp_drop.backward(dout)))
+        return dx + self.ln_1.backward(self.attn.backward(dx))
+
+
+__all__ = ["Module", "ModuleList", "Linear", "Embedding", "LayerNorm", "Dropout", "MLP",
+           "CausalSelfAttention", "Block"]
