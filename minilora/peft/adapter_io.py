@@ -5,7 +5,7 @@ and ``base_model.model.<module>.lora_B.weight`` (out, r), written with safetenso
 ``{"format": "pt"}`` as PEFT writes), and a JSON config with PEFT's keys (``peft_type: "LORA"``, ``r``,
 ``lora_alpha``, ``target_modules``, ``lora_dropout``, ``use_rslora``, ``bias: "none"``, ...). So
 ``peft.PeftModel.from_pretrained(torch_twin, path)`` works on a PyTorch model with the same module names
-(``tests/peft/test_peft_interop.py``). Only the adapter is stored: a few kB instead of the whole model.
+(``tests/lora/test_peft_interop.py``). Only the adapter is stored: a few kB instead of the whole model.
 
 :func:`load_adapter` checks everything (config, names, shapes, dtypes) before it changes the model: a
 mismatched adapter raises ValueError and leaves the model as it was. A round trip is bit-exact.

@@ -125,11 +125,21 @@ class LoRALinear(Module):
         self.add_param("weight", weight, trainable=False)
         if "bias" in base.params:
             self.add_param("bias", base.params["bias"], trainable=False)
-        self.lora_A = Linear(in_f, self.r, bias=False)
-        self.lora_B = Linear(self.r, out_f, bias=False)
+        self.lora_A = Linear(in_f, self.r, bias=False, seed=0, dtype=weight.dtype)  # values set just below
+        self.lora_B = Linear(self.r, out_f, bias=False, seed=0, dtype=weight.dtype)
         self.lora_A.params["weight"][...] = A
         self.lora_B.params["weight"][...] = B
         base.freeze()
+
+    @property
+    def weight(self) -> np.ndarray:
+        """The frozen base weight W0 (out, in); holds W0 + s·BA while merged."""
+        return self._params["weight"]
+
+    @property
+    def bias(self) -> np.ndarray | None:
+        """The frozen base bias (out,), or None."""
+        return self._params.get("bias")
 
     @property
     def A(self) -> np.ndarray:
