@@ -1,0 +1,27 @@
+"""Parameter-efficient fine-tuning: LoRA (config, layer, injection, adapter files).
+
+The names follow PEFT (``LoraConfig``, ``r``, ``lora_alpha``, ``target_modules``, ``merge_and_unload``) so a
+student who moves to the real library finds the same words.
+"""
+
+from minilora.peft.adapter_io import load_adapter, read_adapter, save_adapter
+from minilora.peft.config import INIT_CHOICES, LoraConfig, lora_parameter_count, lora_scaling
+from minilora.peft.inject import (
+    count_parameters,
+    find_targets,
+    inject_lora,
+    lora_modules,
+    merge_and_unload,
+    merge_lora,
+    print_trainable_parameters,
+    trainable_parameters,
+    unmerge_lora,
+)
+from minilora.peft.lora import LoRALinear, init_lora_matrices
+
+__all__ = [
+    "INIT_CHOICES", "LoRALinear", "LoraConfig", "count_parameters", "find_targets", "init_lora_matrices",
+    "inject_lora", "load_adapter", "lora_modules", "lora_parameter_count", "lora_scaling", "merge_and_unload",
+    "merge_lora", "print_trainable_parameters", "read_adapter", "save_adapter", "trainable_parameters",
+    "unmerge_lora",
+]
