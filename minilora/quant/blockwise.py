@@ -136,12 +136,13 @@ def scale_blocks(flat: Any, blocksize: int) -> tuple[Any, Any]:
     if nfull:                                                                  # "+ 0" turns −0.0 into 0.0
         absmax[:nfull] = xp.maximum(full.max(axis=1), -full.min(axis=1)) + xp.float32(0)
     scaled = xp.empty(n, dtype=xp.float32)
-    recip = xp.float32(1) / xp.maximum(absmax[:nfull], TINY)                   # float32(1 / absmax)
-    xp.multiply(full, recip[:, None], out=scaled[: nfull * blocksize].reshape(nfull, blocksize))
-    if rem:
-        tail = flat[nfull * blocksize:]
-        absmax[nfull] = xp.maximum(xp.abs(tail).max(), TINY)
-        scaled[nfull * blocksize:] = tail / absmax[nfull]                      # a true division here
+    with np.errstate(invalid="ignore", over="ignore"):                       # NaN/Inf: caller raises
+        recip = xp.float32(1) / xp.maximum(absmax[:nfull], TINY)               # float32(1 / absmax)
+        xp.multiply(full, recip[:, None], out=scaled[: nfull * blocksize].reshape(nfull, blocksize))
+        if rem:
+            tail = flat[nfull * blocksize:]
+            absmax[nfull] = xp.maximum(xp.abs(tail).max(), TINY)
+            scaled[nfull * blocksize:] = tail / absmax[nfull]                  # a true division here
     xp.clip(scaled, -1, 1, out=scaled)
     return absmax, scaled
 
