@@ -1,4 +1,5 @@
-"""Parameter-efficient fine-tuning: LoRA (config, layer, injection, adapter files).
+"""Parameter-efficient fine-tuning: LoRA (config, layer, injection, adapter files) and QLoRA (4-bit base,
+memory accounting, paged optimizers).
 
 The names follow PEFT (``LoraConfig``, ``r``, ``lora_alpha``, ``target_modules``, ``merge_and_unload``) so a
 student who moves to the real library finds the same words.
@@ -18,10 +19,16 @@ from minilora.peft.inject import (
     unmerge_lora,
 )
 from minilora.peft.lora import LoRALinear, init_lora_matrices
+from minilora.peft.memory import MemoryBreakdown, ModelShape, estimate, format_table, measure
+from minilora.peft.paged import DeviceMemory, PagedAdam, PagedAdamW
+from minilora.peft.qlora import Linear4bit, QLoRALinear, QuantizedWeight, merge_rounding_error, prepare_qlora
 
 __all__ = [
     "INIT_CHOICES", "LoRALinear", "LoraConfig", "count_parameters", "find_targets", "init_lora_matrices",
     "inject_lora", "load_adapter", "lora_modules", "lora_parameter_count", "lora_scaling", "merge_and_unload",
     "merge_lora", "print_trainable_parameters", "read_adapter", "save_adapter", "trainable_parameters",
     "unmerge_lora",
+    # QLoRA
+    "DeviceMemory", "Linear4bit", "MemoryBreakdown", "ModelShape", "PagedAdam", "PagedAdamW", "QLoRALinear",
+    "QuantizedWeight", "estimate", "format_table", "measure", "merge_rounding_error", "prepare_qlora",
 ]
