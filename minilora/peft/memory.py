@@ -250,7 +250,10 @@ def activation_estimate(shape: ModelShape, batch_size: int, seq_len: int, checkp
     s, b, h, a = seq_len, batch_size, shape.d_model, shape.n_head
     layer16 = s * b * h * (34 + 5 * a * s / h)  # bytes at 16 bits
     scale = bytes_per / 2
-    body = (shape.n_layer * s * b * h * bytes_per + layer16 * scale) if checkpointing else shape.n_layer * layer16 * scale
+    if checkpointing:
+        body = shape.n_layer * s * b * h * bytes_per + layer16 * scale
+    else:
+        body = shape.n_layer * layer16 * scale
     return int(round(body + s * b * shape.vocab_size * bytes_per))
 
 

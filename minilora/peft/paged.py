@@ -252,7 +252,8 @@ class _Paged:
             raise ValueError("the model has no trainable parameters to optimize")
         dtypes = {params[n].dtype for n in names}
         if len(dtypes) != 1:
-            raise ValueError(f"all trainable parameters must share one dtype for paging, got {sorted(map(str, dtypes))}")
+            raise ValueError(f"all trainable parameters must share one dtype for paging, "
+                             f"got {sorted(map(str, dtypes))}")
         sizes = [params[n].size for n in names]
         self.buffer = PagedBuffer(2 * sum(sizes), memory, page_size, dtypes.pop(), managed)
         self.spans: dict[str, tuple[int, int]] = {}

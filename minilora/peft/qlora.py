@@ -253,7 +253,9 @@ class QLoRALinear(LoRALinear):
         (x_saved, _, has_bias), drop_cache, merged = self.cache
         with self._lent_weight():
             self.cache = ((x_saved, self._params["weight"], has_bias), drop_cache, merged)
-            return super().backward(dout)
+            dx = super().backward(dout)
+        self.cache = None  # activations are freed once used (LoRALinear keeps its cache)
+        return dx
 
     def _requantize(self, weight: np.ndarray) -> None:
         q = self.qweight
