@@ -20,8 +20,9 @@ A single outlier inflates absmax and crushes every other value of its tensor (or
 few levels: the smaller the group sharing a scale, the less harm it does. Worst-case error:
 ``|x − x̂| ≤ absmax / (2·qmax)`` (plus float32 rounding; :func:`minilora.quant.bounds.absmax_bound`).
 
-Departure: minilora computes ``scale = float32(qmax / absmax)`` once per group and ``q = rint(x · scale)``
-in float32; a group whose absmax is 0 gets ``q = 0``.
+Rounding: minilora computes ``q = rint(float32(x / absmax) · qmax)`` in float32 (dividing first cannot
+overflow, even for a subnormal absmax) and ``x̂ = q · float32(absmax / qmax)``; a group whose absmax is 0
+gets ``q = 0``.
 """
 
 from __future__ import annotations
@@ -160,9 +161,8 @@ def absmax_quantize(x: Any, bits: int = 8, axis: int | None = None,
         absmax = xp.abs(arr).max() if arr.size else xp.float32(0)
         expand = absmax
     check_finite_stats(xp.asarray(absmax).reshape(-1), "x")
-    with np.errstate(divide="ignore"):
-        scale = xp.where(expand > 0, xp.float32(qmax) / expand, xp.float32(0)).astype(xp.float32)
-    q = xp.clip(xp.rint(groups * scale), -qmax, qmax).astype(xp.int8)
+    safe = xp.where(expand > 0, expand, xp.float32(1)).astype(xp.float32)    # absmax 0: x is 0 too
+    q = xp.clip(xp.rint((groups / safe) * xp.float32(qmax)), -qmax, qmax).astype(xp.int8)
     if blocksize is not None:
         q = q.reshape(-1)[: arr.size].reshape(arr.shape)
     return q, xp.asarray(absmax, dtype=xp.float32)

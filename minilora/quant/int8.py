@@ -87,9 +87,10 @@ def int8_vectorwise_quant(x: Any, threshold: float = 0.0) -> tuple[Any, Any, Any
         a[outliers] = 0
     sca = xp.abs(a).max(axis=1) if a.size else xp.zeros(a.shape[0], xp.float32)
     check_finite_stats(sca, "x")
-    with np.errstate(divide="ignore"):
+    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
         scale = xp.where(sca > 0, (xp.float32(1) / sca) * xp.float32(127), xp.float32(0)).astype(xp.float32)
-    ca = xp.rint(a * scale[:, None]).astype(xp.int8)
+        # a row whose absmax is below ~2.9e-39 overflows 1/SCA (as in bitsandbytes): keep the cast defined
+        ca = xp.clip(xp.nan_to_num(xp.rint(a * scale[:, None]), nan=0.0), -127, 127).astype(xp.int8)
     if a.shape[0] > 1 and cols.size:
         ca[:, cols] = 0
     return ca, sca.astype(xp.float32), cols
