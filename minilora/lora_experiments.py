@@ -125,3 +125,44 @@ def rank_sweep(teacher: LowRankTeacher, ranks, lr: float = 0.02, steps: int = 30
     full = teacher_base(teacher)
     out["full"] = finetune_teacher(full, teacher, lr=lr, steps=steps, optimizer=optimizer, seed=seed)
     return out
+
+
+# ----------------------------------------------------------------------------- the base GPT on the held-out task
+def finetune_gpt(base, method: str = "lora", config: LoraConfig | None = None, steps: int = 150,
+                 lr: float | None = None, batch_size: int = 32, eval_every: int = 0, seed: int = 0,
+                 progress: bool = False) -> tuple:
+    """Fine-tune ``base`` (a GPT, changed in place) on :data:`minilora.data.HELDOUT_TASK`.
+
+    Parameters
+    ----------
+    method : ``"lora"`` (inject ``config``, default ``LoraConfig()``) or ``"full"`` (every parameter trains).
+    lr : AdamW learning rate (default 1e-2 for LoRA, 1e-3 for full fine-tuning).
+
+    Returns
+    -------
+    ``(model, history, report)``; ``report`` has ``trainable``, ``total``, ``exact_match_before``,
+    ``exact_match_after``, ``token_acc_before``, ``token_acc_after``. The history's eval metrics hold the
+    held-out exact match every ``eval_every`` steps.
+    """
+    from minilora.data import accuracy, heldout_eval_batch, heldout_train_data
+    from minilora.optim import AdamW
+
+    if method not in ("lora", "full"):
+        raise ValueError(f"method must be 'lora' or 'full', got {method!r}")
+    eval_idx, eval_tgt = heldout_eval_batch()
+    before = accuracy(base, eval_idx, eval_tgt)
+    if method == "lora":
+        model = inject_lora(base, config or LoraConfig(), seed=seed)
+        lr = 1e-2 if lr is None else lr
+    else:
+        model = base.unfreeze()
+        lr = 1e-3 if lr is None else lr
+    opt = AdamW(model, lr=lr, weight_decay=0.0)
+    hist = train(model, heldout_train_data(batch_size, seed=seed), opt, steps=steps, eval_every=eval_every,
+                 eval_fn=lambda m: accuracy(m, eval_idx, eval_tgt), progress=progress,
+                 desc=f"finetune ({method})")
+    after = accuracy(model, eval_idx, eval_tgt)
+    report = {"trainable": model.num_params(trainable_only=True), "total": model.num_params(),
+              "exact_match_before": before["exact_match"], "exact_match_after": after["exact_match"],
+              "token_acc_before": before["token_acc"], "token_acc_after": after["token_acc"]}
+    return model, hist, report
