@@ -12,4 +12,13 @@ Layers, bottom to top (each imports only from those below it)::
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+__all__ = ["__version__", "load_base_model"]
+
+
+def __getattr__(name: str):
+    # lazy: ``import minilora`` stays light; ``minilora.load_base_model()`` imports the engine on first use
+    if name == "load_base_model":
+        from minilora.base_model import load_base_model
+
+        return load_base_model
+    raise AttributeError(f"module 'minilora' has no attribute {name!r}")

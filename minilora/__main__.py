@@ -1,4 +1,4 @@
-"""Command line: ``python -m minilora {figures,info,finetune} ...``.
+"""Command line: ``python -m minilora {figures,pretrain,finetune,info} ...``.
 
 Each subcommand lives in a small ``_cmd_*`` function; the library never imports this module.
 """
@@ -59,6 +59,24 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_pretrain(args: argparse.Namespace) -> int:
+    import time
+
+    from minilora import base_model, data
+
+    t0 = time.perf_counter()
+    model, hist = base_model.pretrain(steps=args.steps, seed=args.seed, progress=not args.quiet)
+    out = args.out or base_model.ASSET
+    model.save(out)
+    print(f"pretrained {model.num_params()} parameters in {len(hist.step)} steps, "
+          f"{time.perf_counter() - t0:.1f} s; final loss {hist.loss[-1]:.4f}; wrote {out}")
+    for task in data.TASKS:
+        acc = data.accuracy(model, *data.task_batch(task, 512, seed=2024))
+        tag = "held out" if task == data.HELDOUT_TASK else "pretrained"
+        print(f"  {task:<10} ({tag:>10}) exact match {acc['exact_match']:.3f}  token acc {acc['token_acc']:.3f}")
+    return 0
+
+
 def _cmd_finetune(args: argparse.Namespace) -> int:
     import tempfile
     from pathlib import Path
@@ -109,6 +127,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--blog-names", action="store_true",
                    help="also write each blog figure under the blog's own file name and format")
     p.set_defaults(func=_cmd_figures)
+
+    p = sub.add_parser("pretrain", help="train the shipped base GPT (minilora/assets/base_gpt.npz)")
+    p.add_argument("--steps", type=int, default=2000, help="optimizer steps (default: 2000)")
+    p.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
+    p.add_argument("--out", default=None, metavar="PATH", help="output .npz (default: the package asset)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_pretrain)
 
     p = sub.add_parser("finetune", help="fine-tune the shipped base GPT on the held-out task (LoRA or full)")
     p.add_argument("--method", choices=("lora", "full"), default="lora")

@@ -25,7 +25,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 #: chapter submodules that register figures, in reading order
-CHAPTERS = ("formats", "lora")
+CHAPTERS = ("formats", "training", "lora")
 
 #: matplotlib settings shared by every figure (fixed so output is reproducible)
 RC = {

@@ -44,10 +44,11 @@ def linear_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None):
     -------
     out : (..., out) array; cache : ``(x, w, has_bias)``.
     """
-    out = x @ w.T  # (..., out)
+    # one 2-D GEMM: NumPy runs a stacked (3-D) @ transposed (2-D) product without BLAS, ~25x slower
+    out = x.reshape(-1, w.shape[1]) @ w.T  # (N, out)
     if b is not None:
         out += b
-    return out, (x, w, b is not None)
+    return out.reshape(*x.shape[:-1], w.shape[0]), (x, w, b is not None)
 
 
 def linear_backward(dout: np.ndarray, cache, need_dw: bool = True, need_db: bool | None = None,
