@@ -86,7 +86,8 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
     from minilora.peft import LoraConfig, print_trainable_parameters, save_adapter
 
     try:
-        targets = args.targets[0] if len(args.targets) == 1 and args.targets[0] == "all-linear" else tuple(args.targets)
+        one = len(args.targets) == 1 and args.targets[0] == "all-linear"
+        targets = "all-linear" if one else tuple(args.targets)
         alpha = int(args.alpha) if float(args.alpha).is_integer() else args.alpha  # PEFT writes an int
         config = LoraConfig(r=args.r, lora_alpha=alpha, lora_dropout=args.dropout, target_modules=targets,
                             init_lora_weights=args.init if args.init != "default" else True,
@@ -97,7 +98,8 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
     except (ValueError, TypeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(f"method: {args.method}" + (f" (r={config.r}, lora_alpha={config.lora_alpha}, targets={config.target_modules})"
+    lora_desc = f" (r={config.r}, lora_alpha={config.lora_alpha}, targets={config.target_modules})"
+    print(f"method: {args.method}" + (lora_desc
                                       if args.method == "lora" else " (every parameter)"))
     print_trainable_parameters(model)
     if args.method == "lora":
@@ -143,10 +145,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="module names, a regex, or all-linear (default: q_proj v_proj)")
     p.add_argument("--dropout", type=float, default=0.0, help="lora_dropout (default 0)")
     p.add_argument("--rslora", action="store_true", help="scale by alpha/sqrt(r) (rsLoRA)")
-    p.add_argument("--init", default="default", choices=("default", "gaussian", "pissa", "zero_A", "zeros", "random"),
+    p.add_argument("--init", default="default",
+                   choices=("default", "gaussian", "pissa", "zero_A", "zeros", "random"),
                    help="init_lora_weights (default: PEFT's, A Kaiming-uniform and B = 0)")
     p.add_argument("--steps", type=int, default=300)
-    p.add_argument("--lr", type=float, default=None, help="AdamW learning rate (default 1e-2 LoRA, 1e-3 full)")
+    p.add_argument("--lr", type=float, default=None, help="AdamW lr (default 1e-2 LoRA, 1e-3 full)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--save", metavar="DIR", default=None, help="write the adapter (PEFT format) to DIR")

@@ -20,8 +20,22 @@ from minilora.peft.inject import (
 from minilora.peft.lora import LoRALinear, init_lora_matrices
 
 __all__ = [
-    "INIT_CHOICES", "LoRALinear", "LoraConfig", "count_parameters", "find_targets", "init_lora_matrices",
-    "inject_lora", "load_adapter", "lora_modules", "lora_parameter_count", "lora_scaling", "merge_and_unload",
-    "merge_lora", "print_trainable_parameters", "read_adapter", "save_adapter", "trainable_parameters",
+    "INIT_CHOICES",
+    "LoRALinear",
+    "LoraConfig",
+    "count_parameters",
+    "find_targets",
+    "init_lora_matrices",
+    "inject_lora",
+    "load_adapter",
+    "lora_modules",
+    "lora_parameter_count",
+    "lora_scaling",
+    "merge_and_unload",
+    "merge_lora",
+    "print_trainable_parameters",
+    "read_adapter",
+    "save_adapter",
+    "trainable_parameters",
     "unmerge_lora",
 ]

@@ -1,4 +1,4 @@
-"""``python -m minilora finetune`` on a tiny stand-in base model (the real one is exercised by the notebooks)."""
+"""``python -m minilora finetune`` on a tiny stand-in base model (fast; the shipped one is bigger)."""
 
 import json
 
@@ -19,8 +19,26 @@ def tiny_base(monkeypatch):
 
 
 def test_finetune_lora(tiny_base, tmp_path, capsys):
-    assert main(["finetune", "--method", "lora", "--r", "2", "--alpha", "4", "--targets", "all-linear",
-                 "--steps", "3", "--save", str(tmp_path)]) == 0
+    assert (
+        main(
+            [
+                "finetune",
+                "--method",
+                "lora",
+                "--r",
+                "2",
+                "--alpha",
+                "4",
+                "--targets",
+                "all-linear",
+                "--steps",
+                "3",
+                "--save",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     lora_params = 4 * 2 * (16 + 16) + 2 * 2 * (16 + 64)  # q, k, v, o (16→16) and up/down (16↔64), r = 2
     assert f"trainable params: {lora_params:,d} || all params:" in out

@@ -26,10 +26,15 @@ def lora_gpt(config=None, dtype="float32", seed=0):
 
 def test_names_follow_peft():
     model = lora_gpt()
-    assert list(lora_modules(model)) == ["blocks.0.attn.q_proj", "blocks.0.attn.v_proj",
-                                         "blocks.1.attn.q_proj", "blocks.1.attn.v_proj"]
-    assert model.trainable_names() == [f"blocks.{i}.attn.{p}.lora_{ab}.weight"
-                                       for i in range(2) for p in ("q_proj", "v_proj") for ab in "AB"]
+    assert list(lora_modules(model)) == [
+        "blocks.0.attn.q_proj",
+        "blocks.0.attn.v_proj",
+        "blocks.1.attn.q_proj",
+        "blocks.1.attn.v_proj",
+    ]
+    assert model.trainable_names() == [
+        f"blocks.{i}.attn.{p}.lora_{ab}.weight" for i in range(2) for p in ("q_proj", "v_proj") for ab in "AB"
+    ]
     assert model.params["blocks.0.attn.q_proj.lora_A.weight"].shape == (2, 8)
     assert model.params["blocks.1.attn.v_proj.lora_B.weight"].shape == (8, 2)
     assert "blocks.0.attn.q_proj.weight" in model.params  # base names unchanged

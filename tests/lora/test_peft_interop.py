@@ -35,15 +35,21 @@ def torch_twin_mlp(model: MLP):
             return x
 
     twin = TwinMLP()
-    twin.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in model.params.items() if ".lora_" not in k})
+    twin.load_state_dict(
+        {k: torch.from_numpy(v.copy()) for k, v in model.params.items() if ".lora_" not in k}
+    )
     return twin
 
 
-@pytest.mark.parametrize("config", [
-    LoraConfig(r=2, lora_alpha=4, target_modules=("fc0", "fc2")),
-    LoraConfig(r=3, lora_alpha=5, target_modules="all-linear", use_rslora=True),
-    LoraConfig(r=4, lora_alpha=16, target_modules=r"fc[12]"),
-], ids=["names", "all-linear-rslora", "regex"])
+@pytest.mark.parametrize(
+    "config",
+    [
+        LoraConfig(r=2, lora_alpha=4, target_modules=("fc0", "fc2")),
+        LoraConfig(r=3, lora_alpha=5, target_modules="all-linear", use_rslora=True),
+        LoraConfig(r=4, lora_alpha=16, target_modules=r"fc[12]"),
+    ],
+    ids=["names", "all-linear-rslora", "regex"],
+)
 def test_peft_loads_minilora_adapter_mlp(tmp_path, config):
     model = inject_lora(MLP([6, 16, 16, 4], seed=0), config, seed=1)
     rng = np.random.default_rng(0)
@@ -62,7 +68,7 @@ def test_peft_loads_minilora_adapter_mlp(tmp_path, config):
 
 
 def torch_twin_gpt(model):
-    """A PyTorch GPT with minilora's module names (blocks.0.attn.q_proj, ...) and the base weights of ``model``."""
+    """A PyTorch GPT with minilora's module names (blocks.0.attn.q_proj, ...) and ``model``'s base weights."""
     import torch.nn as nn
     import torch.nn.functional as tF
 
@@ -77,8 +83,9 @@ def torch_twin_gpt(model):
         def forward(self, x):
             B, T, C = x.shape
             split = lambda t: t.view(B, T, c.n_head, C // c.n_head).transpose(1, 2)  # (B, nh, T, hs)
-            y = tF.scaled_dot_product_attention(split(self.q_proj(x)), split(self.k_proj(x)),
-                                                split(self.v_proj(x)), is_causal=True)
+            y = tF.scaled_dot_product_attention(
+                split(self.q_proj(x)), split(self.k_proj(x)), split(self.v_proj(x)), is_causal=True
+            )
             return self.o_proj(y.transpose(1, 2).reshape(B, T, C))
 
     class FF(nn.Module):
@@ -120,15 +127,20 @@ def torch_twin_gpt(model):
     return twin
 
 
-@pytest.mark.parametrize("config", [
-    LoraConfig(r=2, lora_alpha=4),
-    LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", use_rslora=True),
-], ids=["q_v", "all-linear-rslora"])
+@pytest.mark.parametrize(
+    "config",
+    [
+        LoraConfig(r=2, lora_alpha=4),
+        LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", use_rslora=True),
+    ],
+    ids=["q_v", "all-linear-rslora"],
+)
 def test_peft_loads_minilora_adapter_gpt(tmp_path, config):
     from minilora.nn.gpt import GPT, GPTConfig
 
-    model = inject_lora(GPT(GPTConfig(vocab_size=13, block_size=8, n_layer=2, n_head=2, n_embd=16), seed=0),
-                        config, seed=1)
+    model = inject_lora(
+        GPT(GPTConfig(vocab_size=13, block_size=8, n_layer=2, n_head=2, n_embd=16), seed=0), config, seed=1
+    )
     rng = np.random.default_rng(0)
     for name in model.trainable_names():
         model.params[name][...] = rng.standard_normal(model.params[name].shape) * 0.3
