@@ -24,9 +24,23 @@ from minilora.peft.paged import DeviceMemory, PagedAdam, PagedAdamW
 from minilora.peft.qlora import Linear4bit, QLoRALinear, QuantizedWeight, merge_rounding_error, prepare_qlora
 
 __all__ = [
-    "INIT_CHOICES", "LoRALinear", "LoraConfig", "count_parameters", "find_targets", "init_lora_matrices",
-    "inject_lora", "load_adapter", "lora_modules", "lora_parameter_count", "lora_scaling", "merge_and_unload",
-    "merge_lora", "print_trainable_parameters", "read_adapter", "save_adapter", "trainable_parameters",
+    "INIT_CHOICES",
+    "LoRALinear",
+    "LoraConfig",
+    "count_parameters",
+    "find_targets",
+    "init_lora_matrices",
+    "inject_lora",
+    "load_adapter",
+    "lora_modules",
+    "lora_parameter_count",
+    "lora_scaling",
+    "merge_and_unload",
+    "merge_lora",
+    "print_trainable_parameters",
+    "read_adapter",
+    "save_adapter",
+    "trainable_parameters",
     "unmerge_lora",
     # QLoRA
     "DeviceMemory", "Linear4bit", "MemoryBreakdown", "ModelShape", "PagedAdam", "PagedAdamW", "QLoRALinear",

@@ -39,8 +39,10 @@ def _safetensors_numpy():
     try:
         from safetensors import numpy as st_numpy
     except ImportError as err:
-        raise ImportError("saving and loading adapters needs the safetensors package, which is not installed; "
-                          "install it with: pip install 'minilora[adapters]' (or pip install safetensors)") from err
+        raise ImportError(
+            "saving and loading adapters needs the safetensors package, which is not installed; "
+            "install it with: pip install 'minilora[adapters]' (or pip install safetensors)"
+        ) from err
     return st_numpy
 
 
@@ -52,14 +54,32 @@ def adapter_config_dict(config: LoraConfig, targets: list[str]) -> dict:
     elif not isinstance(tm, str):
         tm = list(tm)
     return {
-        "peft_type": "LORA", "task_type": None, "peft_version": PEFT_VERSION, "base_model_name_or_path": None,
-        "revision": None, "inference_mode": True,
-        "r": config.r, "lora_alpha": config.lora_alpha, "lora_dropout": config.lora_dropout,
-        "target_modules": tm, "exclude_modules": None, "init_lora_weights": config.init_lora_weights,
-        "use_rslora": config.use_rslora, "bias": "none", "lora_bias": False, "fan_in_fan_out": False,
-        "use_dora": False, "modules_to_save": None, "layers_to_transform": None, "layers_pattern": None,
-        "rank_pattern": {}, "alpha_pattern": {}, "megatron_config": None, "megatron_core": "megatron.core",
-        "loftq_config": {}, "layer_replication": None,
+        "peft_type": "LORA",
+        "task_type": None,
+        "peft_version": PEFT_VERSION,
+        "base_model_name_or_path": None,
+        "revision": None,
+        "inference_mode": True,
+        "r": config.r,
+        "lora_alpha": config.lora_alpha,
+        "lora_dropout": config.lora_dropout,
+        "target_modules": tm,
+        "exclude_modules": None,
+        "init_lora_weights": config.init_lora_weights,
+        "use_rslora": config.use_rslora,
+        "bias": "none",
+        "lora_bias": False,
+        "fan_in_fan_out": False,
+        "use_dora": False,
+        "modules_to_save": None,
+        "layers_to_transform": None,
+        "layers_pattern": None,
+        "rank_pattern": {},
+        "alpha_pattern": {},
+        "megatron_config": None,
+        "megatron_core": "megatron.core",
+        "loftq_config": {},
+        "layer_replication": None,
     }
 
 
@@ -87,7 +107,7 @@ def save_adapter(model: Module, path: str | os.PathLike) -> Path:
 
 
 def read_adapter(path: str | os.PathLike) -> tuple[LoraConfig, dict[str, np.ndarray]]:
-    """Read an adapter directory: its :class:`LoraConfig` and tensors keyed by module name + ``.lora_A.weight``."""
+    """Read an adapter directory: its :class:`LoraConfig` and tensors keyed ``<module>.lora_A.weight``."""
     path = Path(path)
     for name in (CONFIG_NAME, WEIGHTS_NAME):
         if not (path / name).is_file():
@@ -99,15 +119,19 @@ def read_adapter(path: str | os.PathLike) -> tuple[LoraConfig, dict[str, np.ndar
         if raw.get(key, allowed) not in (allowed, None):
             raise ValueError(f"adapter {key}={raw[key]!r} is not supported; minilora needs {allowed!r}")
     tm = raw.get("target_modules")
-    config = LoraConfig(r=raw.get("r"), lora_alpha=raw.get("lora_alpha"), lora_dropout=raw.get("lora_dropout", 0.0),
-                        target_modules=tm if isinstance(tm, str) else tuple(tm or ()),
-                        init_lora_weights=raw.get("init_lora_weights", True),
-                        use_rslora=raw.get("use_rslora", False))
+    config = LoraConfig(
+        r=raw.get("r"),
+        lora_alpha=raw.get("lora_alpha"),
+        lora_dropout=raw.get("lora_dropout", 0.0),
+        target_modules=tm if isinstance(tm, str) else tuple(tm or ()),
+        init_lora_weights=raw.get("init_lora_weights", True),
+        use_rslora=raw.get("use_rslora", False),
+    )
     tensors = _safetensors_numpy().load_file(str(path / WEIGHTS_NAME))
     bad = sorted(k for k in tensors if not k.startswith(PREFIX))
     if bad:
         raise ValueError(f"adapter tensor names must start with {PREFIX!r}, got {bad}")
-    return config, {k[len(PREFIX):]: v for k, v in tensors.items()}
+    return config, {k[len(PREFIX) :]: v for k, v in tensors.items()}
 
 
 def load_adapter(model: Module, path: str | os.PathLike, seed: int = 0) -> Module:
@@ -123,8 +147,10 @@ def load_adapter(model: Module, path: str | os.PathLike, seed: int = 0) -> Modul
         names = list(existing)
         for name, layer in existing.items():
             if (layer.r, layer.scaling) != (config.r, config.scaling):
-                raise ValueError(f"adapter has r={config.r}, scaling={config.scaling:g} but {name} has "
-                                 f"r={layer.r}, scaling={layer.scaling:g}")
+                raise ValueError(
+                    f"adapter has r={config.r}, scaling={config.scaling:g} but {name} has "
+                    f"r={layer.r}, scaling={layer.scaling:g}"
+                )
             if layer.merged:
                 raise ValueError(f"{name} is merged; unmerge before loading an adapter")
         shapes = {n: (layer.A.shape, layer.B.shape) for n, layer in existing.items()}
@@ -139,16 +165,20 @@ def load_adapter(model: Module, path: str | os.PathLike, seed: int = 0) -> Modul
     expected = {f"{n}.lora_{ab}.weight" for n in names for ab in "AB"}
     missing, unexpected = sorted(expected - set(tensors)), sorted(set(tensors) - expected)
     if missing or unexpected:
-        raise ValueError(f"adapter does not match the model's LoRA targets: missing {missing}, "
-                         f"unexpected {unexpected}")
+        raise ValueError(
+            f"adapter does not match the model's LoRA targets: missing {missing}, unexpected {unexpected}"
+        )
     for n in names:
         for ab, shape in zip("AB", shapes[n]):
             t = tensors[f"{n}.lora_{ab}.weight"]
             if t.shape != shape:
-                raise ValueError(f"adapter tensor {n}.lora_{ab}.weight has shape {t.shape}, the model needs {shape}")
+                raise ValueError(
+                    f"adapter tensor {n}.lora_{ab}.weight has shape {t.shape}, the model needs {shape}"
+                )
             if t.dtype != dtypes[n]:
-                raise ValueError(f"adapter tensor {n}.lora_{ab}.weight has dtype {t.dtype}, the model uses "
-                                 f"{dtypes[n]}")
+                raise ValueError(
+                    f"adapter tensor {n}.lora_{ab}.weight has dtype {t.dtype}, the model uses {dtypes[n]}"
+                )
     if not existing:  # zeros: no random draws, and no PiSSA rewrite of the base weights
         inject_lora(model, dataclasses.replace(config, init_lora_weights="zeros"), seed=seed)
     for name, layer in lora_modules(model).items():

@@ -35,7 +35,7 @@ def _check_init(value: object) -> bool | str:
 
 
 def check_lora_hyperparameters(r: object, lora_alpha: object, lora_dropout: object) -> None:
-    """Raise ValueError/TypeError unless ``r ≥ 1`` is an int, ``lora_alpha > 0`` and ``0 ≤ lora_dropout < 1``."""
+    """Raise ValueError/TypeError unless ``r ≥ 1`` is an int, ``lora_alpha > 0``, ``0 ≤ lora_dropout < 1``."""
     if isinstance(r, bool) or not hasattr(r, "__index__"):
         raise TypeError(f"r must be an integer >= 1, got {r!r} of type {type(r).__name__}")
     if operator.index(r) < 1:
@@ -101,16 +101,21 @@ class LoraConfig:
                 try:
                     re.compile(tm)
                 except re.error as err:
-                    raise ValueError(f"target_modules {tm!r} is not a valid regular expression: {err}") from err
+                    raise ValueError(
+                        f"target_modules {tm!r} is not a valid regular expression: {err}"
+                    ) from err
         else:
             try:
                 names = tuple(tm)
             except TypeError:
                 raise TypeError(
-                    f"target_modules must be a sequence of module names, a regex string or 'all-linear', got {tm!r}"
+                    "target_modules must be a sequence of module names, a regex string or 'all-linear', "
+                    f"got {tm!r}"
                 ) from None
             if not names or not all(isinstance(n, str) and n for n in names):
-                raise ValueError(f"target_modules must be a non-empty sequence of non-empty names, got {tm!r}")
+                raise ValueError(
+                    f"target_modules must be a non-empty sequence of non-empty names, got {tm!r}"
+                )
             object.__setattr__(self, "target_modules", names)
 
     @property

@@ -34,12 +34,17 @@ def find_targets(model: Module, config: LoraConfig) -> list[str]:
     if not isinstance(config, LoraConfig):
         raise TypeError(f"config must be a LoraConfig, got {type(config).__name__}")
     inside = tuple(name + "." for name in lora_modules(model))
-    linears = [name for name, m in model.named_modules()
-               if isinstance(m, Linear) and name and not name.startswith(inside)]
+    linears = [
+        name
+        for name, m in model.named_modules()
+        if isinstance(m, Linear) and name and not name.startswith(inside)
+    ]
     targets = [name for name in linears if config.matches(name)]
     if not targets:
-        raise ValueError(f"target_modules={config.target_modules!r} matches no Linear of {type(model).__name__}; "
-                         f"its Linears are {linears}")
+        raise ValueError(
+            f"target_modules={config.target_modules!r} matches no Linear of {type(model).__name__}; "
+            f"its Linears are {linears}"
+        )
     return targets
 
 
@@ -57,19 +62,29 @@ def inject_lora(model: Module, config: LoraConfig | None = None, seed: int = 0) 
     """
     config = LoraConfig() if config is None else config
     if lora_modules(model):
-        raise ValueError(f"model already has LoRA layers {list(lora_modules(model))}; "
-                         "merge_and_unload(model) first or load_adapter() into it")
+        raise ValueError(
+            f"model already has LoRA layers {list(lora_modules(model))}; "
+            "merge_and_unload(model) first or load_adapter() into it"
+        )
     targets = find_targets(model, config)
     for name in targets:  # check every rank before changing anything
         out_f, in_f = model.get_submodule(name).params["weight"].shape
         if config.r > min(in_f, out_f):
-            raise ValueError(f"r={config.r} exceeds min(in, out) = {min(in_f, out_f)} of {name} ({out_f}, {in_f})")
+            raise ValueError(
+                f"r={config.r} exceeds min(in, out) = {min(in_f, out_f)} of {name} ({out_f}, {in_f})"
+            )
     model.freeze()
     streams = np.random.SeedSequence(seed).spawn(len(targets))
     for name, ss in zip(targets, streams):
-        layer = LoRALinear(model.get_submodule(name), r=config.r, lora_alpha=config.lora_alpha,
-                           lora_dropout=config.lora_dropout, init_lora_weights=config.init_lora_weights,
-                           use_rslora=config.use_rslora, seed=np.random.default_rng(ss))
+        layer = LoRALinear(
+            model.get_submodule(name),
+            r=config.r,
+            lora_alpha=config.lora_alpha,
+            lora_dropout=config.lora_dropout,
+            init_lora_weights=config.init_lora_weights,
+            use_rslora=config.use_rslora,
+            seed=np.random.default_rng(ss),
+        )
         model.set_submodule(name, layer)
     model.lora_config = config
     return model
@@ -89,7 +104,8 @@ def count_parameters(model: Module) -> tuple[int, int]:
 def print_trainable_parameters(model: Module) -> str:
     """Print and return PEFT's line ``trainable params: … || all params: … || trainable%: …``."""
     trainable, total = count_parameters(model)
-    line = f"trainable params: {trainable:,d} || all params: {total:,d} || trainable%: {100 * trainable / total:.4f}"
+    pct = 100 * trainable / total
+    line = f"trainable params: {trainable:,d} || all params: {total:,d} || trainable%: {pct:.4f}"
     print(line)
     return line
 

@@ -41,12 +41,17 @@ def _rng(seed: int | np.random.Generator | None) -> np.random.Generator:
     return seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
 
 
-def init_lora_matrices(weight: np.ndarray, r: int, scaling: float, init_lora_weights: bool | str = True,
-                       seed: int | np.random.Generator | None = 0):
+def init_lora_matrices(
+    weight: np.ndarray,
+    r: int,
+    scaling: float,
+    init_lora_weights: bool | str = True,
+    seed: int | np.random.Generator | None = 0,
+):
     """Initial ``A`` (r, in) and ``B`` (out, r) for a base ``weight`` (out, in), and the base weight to keep.
 
-    Returns ``(A, B, W0)`` in ``weight.dtype``; ``W0`` is ``weight`` itself except for ``"pissa"``, where it is
-    the residual ``weight − s·BA`` (a new array). Signs of the PiSSA singular vectors are fixed so that the
+    Returns ``(A, B, W0)`` in ``weight.dtype``; ``W0`` is ``weight`` itself except for ``"pissa"``, where it
+    is the residual ``weight − s·BA`` (a new array). Signs of the PiSSA singular vectors are fixed so that the
     largest-magnitude entry of each row of A is positive (PEFT leaves them to LAPACK).
 
     >>> A, B, W0 = init_lora_matrices(np.ones((3, 4), np.float32), r=2, scaling=1.0)
@@ -93,23 +98,33 @@ class LoRALinear(Module):
     Attributes
     ----------
     params / grads : dict
-        ``weight``, ``bias`` (frozen: never in ``grads``), ``lora_A.weight`` (r, in), ``lora_B.weight`` (out, r).
+        ``weight``, ``bias`` (frozen: never in ``grads``), ``lora_A.weight`` (r, in),
+        ``lora_B.weight`` (out, r).
     scaling : float
         ``lora_alpha / r`` (``/ √r`` with rsLoRA).
     merged : bool
         Whether ``s · B A`` is currently folded into ``weight``.
     """
 
-    def __init__(self, base: Linear, r: int = 8, lora_alpha: float = 8, lora_dropout: float = 0.0,
-                 init_lora_weights: bool | str = True, use_rslora: bool = False,
-                 seed: int | np.random.Generator | None = 0) -> None:
+    def __init__(
+        self,
+        base: Linear,
+        r: int = 8,
+        lora_alpha: float = 8,
+        lora_dropout: float = 0.0,
+        init_lora_weights: bool | str = True,
+        use_rslora: bool = False,
+        seed: int | np.random.Generator | None = 0,
+    ) -> None:
         if not isinstance(base, Linear):
             raise TypeError(f"base must be a minilora.nn.modules.Linear, got {type(base).__name__}")
         check_lora_hyperparameters(r, lora_alpha, lora_dropout)
         out_f, in_f = base.params["weight"].shape
         if r > min(in_f, out_f):
-            raise ValueError(f"r must be <= min(in_features, out_features) = {min(in_f, out_f)} for a "
-                             f"({out_f}, {in_f}) weight, got r={r}")
+            raise ValueError(
+                f"r must be <= min(in_features, out_features) = {min(in_f, out_f)} for a "
+                f"({out_f}, {in_f}) weight, got r={r}"
+            )
         super().__init__()
         self.in_features, self.out_features = in_f, out_f
         self.r, self.lora_alpha, self.lora_dropout = int(r), lora_alpha, float(lora_dropout)
@@ -156,7 +171,7 @@ class LoRALinear(Module):
         return (self.B @ self.A) * self.scaling
 
     def merge(self) -> None:
-        """Fold ``ΔW`` into ``weight`` in place; forward then runs the plain layer. A second merge warns, no-op."""
+        """Fold ``ΔW`` into ``weight`` in place; forward then runs the plain layer. Merged: warns, no-op."""
         if self.merged:
             warnings.warn("LoRALinear is already merged; merge() did nothing", stacklevel=2)
             return
@@ -164,7 +179,7 @@ class LoRALinear(Module):
         self.merged = True
 
     def unmerge(self) -> None:
-        """Subtract ``ΔW`` again (equal to the original up to float rounding). Unmerged already: warns, no-op."""
+        """Subtract ``ΔW`` again (the original up to float rounding). Not merged: warns, no-op."""
         if not self.merged:
             warnings.warn("LoRALinear is not merged; unmerge() did nothing", stacklevel=2)
             return
@@ -206,6 +221,8 @@ class LoRALinear(Module):
         return dx + F.dropout_backward(dh, drop_cache)
 
     def extra_repr(self) -> str:
-        return (f"in_features={self.in_features}, out_features={self.out_features}, r={self.r}, "
-                f"lora_alpha={self.lora_alpha}, scaling={self.scaling:g}, lora_dropout={self.lora_dropout}, "
-                f"init_lora_weights={self.init_lora_weights!r}, merged={self.merged}")
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, r={self.r}, "
+            f"lora_alpha={self.lora_alpha}, scaling={self.scaling:g}, lora_dropout={self.lora_dropout}, "
+            f"init_lora_weights={self.init_lora_weights!r}, merged={self.merged}"
+        )

@@ -13,8 +13,11 @@ from safetensors.numpy import load_file, save_file  # noqa: E402
 
 
 def trained_mlp(config=None, seed=0):
-    model = inject_lora(MLP([6, 16, 16, 4], seed=0),
-                        config or LoraConfig(r=2, lora_alpha=4, target_modules=("fc0", "fc2")), seed=seed)
+    model = inject_lora(
+        MLP([6, 16, 16, 4], seed=0),
+        config or LoraConfig(r=2, lora_alpha=4, target_modules=("fc0", "fc2")),
+        seed=seed,
+    )
     rng = np.random.default_rng(seed)
     for name in model.trainable_names():  # pretend it was trained: B ≠ 0
         model.params[name][...] = rng.standard_normal(model.params[name].shape)
@@ -27,19 +30,28 @@ def test_files_follow_peft(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["adapter_config.json", "adapter_model.safetensors"]
     tensors = load_file(str(tmp_path / "adapter_model.safetensors"))
     assert {k: v.shape for k, v in tensors.items()} == {
-        "base_model.model.fc0.lora_A.weight": (2, 6), "base_model.model.fc0.lora_B.weight": (16, 2),
-        "base_model.model.fc2.lora_A.weight": (2, 16), "base_model.model.fc2.lora_B.weight": (4, 2)}
+        "base_model.model.fc0.lora_A.weight": (2, 6),
+        "base_model.model.fc0.lora_B.weight": (16, 2),
+        "base_model.model.fc2.lora_A.weight": (2, 16),
+        "base_model.model.fc2.lora_B.weight": (4, 2),
+    }
     cfg = json.loads((tmp_path / "adapter_config.json").read_text())
     assert cfg["peft_type"] == "LORA" and cfg["bias"] == "none" and cfg["use_rslora"] is False
-    assert (cfg["r"], cfg["lora_alpha"], cfg["target_modules"], cfg["lora_dropout"]) == (2, 4, ["fc0", "fc2"], 0.0)
+    assert (cfg["r"], cfg["lora_alpha"], cfg["target_modules"], cfg["lora_dropout"]) == (
+        2,
+        4,
+        ["fc0", "fc2"],
+        0.0,
+    )
 
 
 def test_round_trip_is_bit_exact_into_a_fresh_model(tmp_path):
     model = trained_mlp(LoraConfig(r=3, lora_alpha=5, target_modules="all-linear", use_rslora=True))
     save_adapter(model, tmp_path)
     fresh = load_adapter(MLP([6, 16, 16, 4], seed=0), tmp_path)
-    assert fresh.lora_config == LoraConfig(r=3, lora_alpha=5, target_modules=("fc0", "fc1", "fc2"),
-                                           use_rslora=True)
+    assert fresh.lora_config == LoraConfig(
+        r=3, lora_alpha=5, target_modules=("fc0", "fc1", "fc2"), use_rslora=True
+    )
     assert list(fresh.params) == list(model.params)
     for k, v in model.params.items():
         assert np.array_equal(fresh.params[k], v) and fresh.params[k].dtype == v.dtype, k
@@ -126,12 +138,15 @@ def test_dtype_mismatch_refused(tmp_path):
     assert not lora_modules(target)
 
 
-@pytest.mark.parametrize("edit, match", [
-    ({"peft_type": "PREFIX_TUNING"}, "peft_type must be 'LORA'"),
-    ({"use_dora": True}, "use_dora"),
-    ({"r": 0}, "r must be"),
-    ({"rank_pattern": {"fc0": 4}}, "rank_pattern"),
-])
+@pytest.mark.parametrize(
+    "edit, match",
+    [
+        ({"peft_type": "PREFIX_TUNING"}, "peft_type must be 'LORA'"),
+        ({"use_dora": True}, "use_dora"),
+        ({"r": 0}, "r must be"),
+        ({"rank_pattern": {"fc0": 4}}, "rank_pattern"),
+    ],
+)
 def test_bad_config_files(tmp_path, edit, match):
     save_adapter(trained_mlp(), tmp_path)
     path = tmp_path / "adapter_config.json"

@@ -5,8 +5,8 @@ import pytest
 
 from minilora.nn import MLP, Linear
 from minilora.peft import (
-    LoRALinear,
     LoraConfig,
+    LoRALinear,
     count_parameters,
     inject_lora,
     lora_modules,
@@ -29,14 +29,20 @@ def x_batch(n=5):
 def test_inject_by_name_freezes_everything_else():
     model = inject_lora(mlp(), LoraConfig(r=2, target_modules=("fc0", "fc2")))
     assert list(lora_modules(model)) == ["fc0", "fc2"]
-    assert model.trainable_names() == ["fc0.lora_A.weight", "fc0.lora_B.weight", "fc2.lora_A.weight",
-                                       "fc2.lora_B.weight"]
+    assert model.trainable_names() == [
+        "fc0.lora_A.weight",
+        "fc0.lora_B.weight",
+        "fc2.lora_A.weight",
+        "fc2.lora_B.weight",
+    ]
     assert isinstance(model.fc1, Linear) and not isinstance(model.fc1, LoRALinear)
     assert model.params["fc0.lora_A.weight"].shape == (2, 6)
     assert model.params["fc2.lora_B.weight"].shape == (4, 2)
     assert set(trainable_parameters(model)) == set(model.trainable_names())
-    assert count_parameters(model) == (2 * (6 + 16) + 2 * (16 + 4), 6 * 16 + 16 + 16 * 16 + 16 + 16 * 4 + 4
-                                       + 2 * (6 + 16) + 2 * (16 + 4))
+    assert count_parameters(model) == (
+        2 * (6 + 16) + 2 * (16 + 4),
+        6 * 16 + 16 + 16 * 16 + 16 + 16 * 4 + 4 + 2 * (6 + 16) + 2 * (16 + 4),
+    )
 
 
 def test_inject_keeps_the_function_and_only_lora_gets_grads():
@@ -103,8 +109,10 @@ def test_print_trainable_parameters(capsys):
     line = print_trainable_parameters(model)
     assert capsys.readouterr().out.strip() == line
     trainable, total = count_parameters(model)
-    assert line == (f"trainable params: {trainable:,d} || all params: {total:,d} || "
-                    f"trainable%: {100 * trainable / total:.4f}")
+    assert line == (
+        f"trainable params: {trainable:,d} || all params: {total:,d} || "
+        f"trainable%: {100 * trainable / total:.4f}"
+    )
 
 
 def test_errors():

@@ -7,7 +7,7 @@ import pytest
 
 from minilora.nn import MLP, Linear
 from minilora.nn.gradcheck import gradcheck
-from minilora.peft import INIT_CHOICES, LoRALinear, LoraConfig, init_lora_matrices, lora_scaling
+from minilora.peft import INIT_CHOICES, LoraConfig, LoRALinear, init_lora_matrices, lora_scaling
 from tests.conftest import load_golden
 
 G = load_golden("lora")
@@ -89,8 +89,9 @@ def test_gradcheck_lora_linear(init, use_rslora):
 
 
 def test_gradcheck_with_dropout_mask_fixed():
-    layer = LoRALinear(Linear(6, 4, seed=1), r=2, lora_alpha=2, lora_dropout=0.3, init_lora_weights="random",
-                       seed=5).to("float64")
+    layer = LoRALinear(
+        Linear(6, 4, seed=1), r=2, lora_alpha=2, lora_dropout=0.3, init_lora_weights="random", seed=5
+    ).to("float64")
     x = np.random.default_rng(0).standard_normal((5, 6))
     # re-seed before every forward so the finite differences see the same dropout mask
     forward = layer.forward
@@ -138,8 +139,14 @@ def test_initializations(init):
     A, B = layer.A, layer.B
     assert A.shape == (8, 64) and B.shape == (48, 8) and A.dtype == B.dtype == np.float32
     a_zero, b_zero = not A.any(), not B.any()
-    expected = {True: (False, True), "gaussian": (False, True), "pissa": (False, False),
-                "zero_A": (True, False), "zeros": (True, True), "random": (False, False)}[init]
+    expected = {
+        True: (False, True),
+        "gaussian": (False, True),
+        "pissa": (False, False),
+        "zero_A": (True, False),
+        "zeros": (True, True),
+        "random": (False, False),
+    }[init]
     assert (a_zero, b_zero) == expected
     if init in (True, "random"):
         assert np.abs(A).max() <= 1 / np.sqrt(64) and np.abs(A).max() > 0.9 / np.sqrt(64)
@@ -195,18 +202,21 @@ def test_base_is_frozen_and_shared():
         assert "LoRALinear(in_features=8, out_features=6, r=2" in repr(layer)
 
 
-@pytest.mark.parametrize("kwargs, err, match", [
-    ({"r": 0}, ValueError, "r must be"),
-    ({"r": 7}, ValueError, r"r must be <= min\(in_features, out_features\) = 6"),
-    ({"r": 2.5}, TypeError, "r must be an integer"),
-    ({"r": True}, TypeError, "r must be an integer"),
-    ({"lora_alpha": 0}, ValueError, "lora_alpha must be a positive"),
-    ({"lora_alpha": -1.0}, ValueError, "lora_alpha must be a positive"),
-    ({"lora_dropout": 1.0}, ValueError, r"lora_dropout must be in \[0, 1\), got 1.0"),
-    ({"lora_dropout": -0.1}, ValueError, "lora_dropout"),
-    ({"r": 2, "init_lora_weights": "kaiming"}, ValueError, "init_lora_weights must be one of"),
-    ({"r": 2, "init_lora_weights": False}, ValueError, "init_lora_weights must be one of"),
-])
+@pytest.mark.parametrize(
+    "kwargs, err, match",
+    [
+        ({"r": 0}, ValueError, "r must be"),
+        ({"r": 7}, ValueError, r"r must be <= min\(in_features, out_features\) = 6"),
+        ({"r": 2.5}, TypeError, "r must be an integer"),
+        ({"r": True}, TypeError, "r must be an integer"),
+        ({"lora_alpha": 0}, ValueError, "lora_alpha must be a positive"),
+        ({"lora_alpha": -1.0}, ValueError, "lora_alpha must be a positive"),
+        ({"lora_dropout": 1.0}, ValueError, r"lora_dropout must be in \[0, 1\), got 1.0"),
+        ({"lora_dropout": -0.1}, ValueError, "lora_dropout"),
+        ({"r": 2, "init_lora_weights": "kaiming"}, ValueError, "init_lora_weights must be one of"),
+        ({"r": 2, "init_lora_weights": False}, ValueError, "init_lora_weights must be one of"),
+    ],
+)
 def test_bad_layer_arguments(kwargs, err, match):
     with pytest.raises(err, match=match):
         LoRALinear(Linear(8, 6, seed=1), **kwargs)
@@ -217,11 +227,18 @@ def test_base_must_be_linear():
         LoRALinear(MLP([3, 3]), r=1)
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"r": 0}, "r must be"), ({"lora_alpha": 0}, "lora_alpha"), ({"lora_dropout": 1}, "lora_dropout"),
-    ({"target_modules": ()}, "target_modules"), ({"target_modules": "("}, "regular expression"),
-    ({"target_modules": ""}, "target_modules"), ({"init_lora_weights": "olora"}, "init_lora_weights"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"r": 0}, "r must be"),
+        ({"lora_alpha": 0}, "lora_alpha"),
+        ({"lora_dropout": 1}, "lora_dropout"),
+        ({"target_modules": ()}, "target_modules"),
+        ({"target_modules": "("}, "regular expression"),
+        ({"target_modules": ""}, "target_modules"),
+        ({"init_lora_weights": "olora"}, "init_lora_weights"),
+    ],
+)
 def test_bad_config(kwargs, match):
     with pytest.raises((ValueError, TypeError), match=match):
         LoraConfig(**kwargs)
@@ -230,22 +247,31 @@ def test_bad_config(kwargs, match):
 def test_config_defaults_and_scaling():
     c = LoraConfig()
     assert (c.r, c.lora_alpha, c.lora_dropout, c.target_modules, c.init_lora_weights, c.use_rslora) == (
-        8, 8, 0.0, ("q_proj", "v_proj"), True, False)
+        8,
+        8,
+        0.0,
+        ("q_proj", "v_proj"),
+        True,
+        False,
+    )
     assert c.scaling == 1.0
     assert LoraConfig(r=16, lora_alpha=8, use_rslora=True).scaling == pytest.approx(2.0)
     assert LoraConfig(target_modules=["a", "b"]).target_modules == ("a", "b")
 
 
-@pytest.mark.parametrize("targets, name, hit", [
-    (("q_proj",), "blocks.0.attn.q_proj", True),
-    (("q_proj",), "q_proj", True),
-    (("q_proj",), "blocks.0.attn.qq_proj", False),
-    (("attn.q_proj",), "blocks.1.attn.q_proj", True),
-    (r"blocks\.0\..*_proj", "blocks.0.attn.k_proj", True),
-    (r"blocks\.0\..*_proj", "blocks.10.attn.k_proj", False),
-    ("q_proj", "blocks.0.attn.q_proj", False),  # a string is a full-match regex, as in PEFT
-    ("all-linear", "blocks.0.mlp.up_proj", True),
-    ("all-linear", "lm_head", False),
-])
+@pytest.mark.parametrize(
+    "targets, name, hit",
+    [
+        (("q_proj",), "blocks.0.attn.q_proj", True),
+        (("q_proj",), "q_proj", True),
+        (("q_proj",), "blocks.0.attn.qq_proj", False),
+        (("attn.q_proj",), "blocks.1.attn.q_proj", True),
+        (r"blocks\.0\..*_proj", "blocks.0.attn.k_proj", True),
+        (r"blocks\.0\..*_proj", "blocks.10.attn.k_proj", False),
+        ("q_proj", "blocks.0.attn.q_proj", False),  # a string is a full-match regex, as in PEFT
+        ("all-linear", "blocks.0.mlp.up_proj", True),
+        ("all-linear", "lm_head", False),
+    ],
+)
 def test_target_matching(targets, name, hit):
     assert LoraConfig(target_modules=targets).matches(name) is hit

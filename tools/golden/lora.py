@@ -40,8 +40,13 @@ def _peft_linear(W, b, r, alpha, rslora, init="default"):
     with torch.no_grad():
         base.proj.weight.copy_(torch.from_numpy(W))
         base.proj.bias.copy_(torch.from_numpy(b))
-    config = LoraConfig(r=r, lora_alpha=alpha, target_modules=["proj"], use_rslora=rslora,
-                        init_lora_weights=True if init == "default" else init)
+    config = LoraConfig(
+        r=r,
+        lora_alpha=alpha,
+        target_modules=["proj"],
+        use_rslora=rslora,
+        init_lora_weights=True if init == "default" else init,
+    )
     model = get_peft_model(base, config)
     return model, model.base_model.model.proj
 
@@ -73,12 +78,23 @@ def make(out_dir: Path) -> list[Path]:
         layer.unmerge()
         unmerged = layer.base_layer.weight.detach().numpy().copy()
         case = {
-            "r": np.array(r), "alpha": np.array(alpha), "rslora": np.array(rslora),
+            "r": np.array(r),
+            "alpha": np.array(alpha),
+            "rslora": np.array(rslora),
             "scaling": np.array(layer.scaling["default"], dtype=np.float64),
-            "W": W, "b": b, "A": A, "B": B, "x": x, "G": G,
-            "y": y.detach().numpy(), "dA": layer.lora_A["default"].weight.grad.numpy(),
-            "dB": layer.lora_B["default"].weight.grad.numpy(), "dx": xt.grad.numpy(),
-            "delta": delta, "merged": merged, "unmerged": unmerged,
+            "W": W,
+            "b": b,
+            "A": A,
+            "B": B,
+            "x": x,
+            "G": G,
+            "y": y.detach().numpy(),
+            "dA": layer.lora_A["default"].weight.grad.numpy(),
+            "dB": layer.lora_B["default"].weight.grad.numpy(),
+            "dx": xt.grad.numpy(),
+            "delta": delta,
+            "merged": merged,
+            "unmerged": unmerged,
         }
         data.update({f"c{i}_{k}": v for k, v in case.items()})
 
@@ -86,12 +102,16 @@ def make(out_dir: Path) -> list[Path]:
     W = rng.standard_normal((20, 24)).astype(np.float32) / np.float32(np.sqrt(24))
     b = np.zeros(20, np.float32)
     _, layer = _peft_linear(W, b, 4, 8, False, init="pissa")
-    data.update({
-        "pissa_W": W, "pissa_r": np.array(4), "pissa_alpha": np.array(8),
-        "pissa_A": layer.lora_A["default"].weight.detach().numpy(),
-        "pissa_B": layer.lora_B["default"].weight.detach().numpy(),
-        "pissa_residual": layer.base_layer.weight.detach().numpy(),
-    })
+    data.update(
+        {
+            "pissa_W": W,
+            "pissa_r": np.array(4),
+            "pissa_alpha": np.array(8),
+            "pissa_A": layer.lora_A["default"].weight.detach().numpy(),
+            "pissa_B": layer.lora_B["default"].weight.detach().numpy(),
+            "pissa_residual": layer.base_layer.weight.detach().numpy(),
+        }
+    )
     path = Path(out_dir) / "lora.npz"
     np.savez_compressed(path, **data)
     return [path]
