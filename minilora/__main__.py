@@ -90,6 +90,8 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
     from minilora.peft import LoraConfig, print_trainable_parameters, save_adapter
 
     try:
+        if args.targets is None:  # QLoRA puts LoRA on every linear layer; LoRA's usual default is q and v
+            args.targets = ["all-linear"] if args.method == "qlora" else ["q_proj", "v_proj"]
         one = len(args.targets) == 1 and args.targets[0] == "all-linear"
         targets = "all-linear" if one else tuple(args.targets)
         alpha = int(args.alpha) if float(args.alpha).is_integer() else args.alpha  # PEFT writes an int
@@ -97,14 +99,21 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
                             init_lora_weights=args.init if args.init != "default" else True,
                             use_rslora=args.rslora)
         base = minilora.load_base_model()
-        model, _, report = finetune_gpt(base, args.method, config, steps=args.steps, lr=args.lr,
-                                        batch_size=args.batch_size, seed=args.seed, progress=True)
+        if args.method == "qlora":
+            from minilora.qlora_experiments import finetune_qlora, memory_table
+
+            table = memory_table(base, config, batch_size=args.batch_size, seed=args.seed)
+            model, _, report = finetune_qlora(base, config, steps=args.steps, lr=args.lr or 1e-2,
+                                              batch_size=args.batch_size, seed=args.seed, progress=True)
+        else:
+            model, _, report = finetune_gpt(base, args.method, config, steps=args.steps, lr=args.lr,
+                                            batch_size=args.batch_size, seed=args.seed, progress=True)
     except (ValueError, TypeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     lora_desc = f" (r={config.r}, lora_alpha={config.lora_alpha}, targets={config.target_modules})"
     print(f"method: {args.method}" + (lora_desc
-                                      if args.method == "lora" else " (every parameter)"))
+                                      if args.method in ("lora", "qlora") else " (every parameter)"))
     print_trainable_parameters(model)
     if args.method == "lora":
         if args.save:
@@ -113,6 +122,25 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
             path = save_adapter(model, Path(tempfile.mkdtemp(prefix="minilora-adapter-")))
         size = sum(f.stat().st_size for f in Path(path).iterdir())
         print(f"adapter: {size:,d} bytes on disk ({path})")
+    elif args.method == "qlora":
+        from minilora.peft.memory import format_table
+        from minilora.peft.qlora import quantized_modules
+
+        qs = list(quantized_modules(model).values())
+        n4 = sum(q.quant_state.numel for q in qs)
+        bits = 8 * sum(q.packed.nbytes + q.quant_state.stats_nbytes for q in qs) / n4
+        total = table["qlora"].total_params
+        print(f"all params counting the {n4:,d} 4-bit ones: {total:,d} || trainable%: "
+              f"{100 * report['trainable'] / total:.4f}")
+        print(f"base: {len(qs)} linear layers in NF4 + double quantization (blocksize {qs[0].blocksize}), "
+              f"{bits:.3f} bits per parameter measured (4.127 for tensors of a multiple of 16384), BF16 compute")
+        print(f"memory after one AdamW step, batch {args.batch_size} (bytes of the real arrays):")
+        print(format_table(table))
+        from minilora.peft.memory import paper_comparison
+
+        print("the same formulas on LLaMA-65B (16-bit weights, 32-bit Adam; QLoRA r=64 all-linear, batch 1 x 512, "
+              "checkpointing); QLoRA paper: > 780 GB full vs < 48 GB QLoRA:")
+        print(format_table(paper_comparison("65B")))
     else:
         size = sum(v.nbytes for v in model.params.values())
         print(f"fine-tuned copy: {size:,d} bytes of float32 weights (the whole model)")
@@ -141,12 +169,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_pretrain)
 
-    p = sub.add_parser("finetune", help="fine-tune the shipped base GPT on the held-out task (LoRA or full)")
-    p.add_argument("--method", choices=("lora", "full"), default="lora")
+    p = sub.add_parser("finetune",
+                       help="fine-tune the shipped base GPT on the held-out task (LoRA, QLoRA or full)")
+    p.add_argument("--method", choices=("lora", "qlora", "full"), default="lora",
+                   help="lora, qlora (4-bit NF4 base, prints the memory table) or full")
     p.add_argument("--r", type=int, default=8, help="LoRA rank (default 8)")
     p.add_argument("--alpha", type=float, default=16, help="lora_alpha (default 16)")
-    p.add_argument("--targets", nargs="+", default=["q_proj", "v_proj"], metavar="NAME",
-                   help="module names, a regex, or all-linear (default: q_proj v_proj)")
+    p.add_argument("--targets", nargs="+", default=None, metavar="NAME",
+                   help="module names, a regex, or all-linear (default: q_proj v_proj; all-linear for qlora)")
     p.add_argument("--dropout", type=float, default=0.0, help="lora_dropout (default 0)")
     p.add_argument("--rslora", action="store_true", help="scale by alpha/sqrt(r) (rsLoRA)")
     p.add_argument("--init", default="default",
