@@ -26,7 +26,7 @@ import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
 #: chapter submodules that register figures, in reading order
-CHAPTERS = ("formats", "quant", "training", "lora")
+CHAPTERS = ("formats", "quant", "training", "lora", "qlora")
 
 #: matplotlib settings shared by every figure (fixed so output is reproducible)
 RC = {
