@@ -49,8 +49,10 @@ def qlora_diagram() -> Figure:
     for c, title in enumerate(titles):
         x0 = 0.3 + 5 * c
         ax.text(x0 + 2.0, 7.1, title, ha="center", fontsize=12, weight="bold")
-        base_fc, base_txt = (_BASE4, "4-bit NF4 transformer\n(frozen, double-quantized,\nBF16 compute)") if c == 2 else \
-            (_BASE16, "16-bit transformer" + ("\n(trainable)" if c == 0 else "\n(frozen)"))
+        if c == 2:
+            base_fc, base_txt = _BASE4, "4-bit NF4 transformer\n(frozen, double-quantized,\nBF16 compute)"
+        else:
+            base_fc, base_txt = _BASE16, "16-bit transformer" + ("\n(trainable)" if c == 0 else "\n(frozen)")
         _box(ax, x0, 3.6, 3.0, 2.9, base_fc, base_txt)
         for k in range(3):  # layers inside the base
             ax.plot([x0 + 0.2, x0 + 2.8], [4.15 + 0.75 * k] * 2, color="0.6", lw=0.6)
