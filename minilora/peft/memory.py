@@ -290,10 +290,9 @@ def paper_comparison(size: str = "65B") -> dict[str, MemoryBreakdown]:
       weights of mixed-precision training (``full_mixed``: 16 bytes per parameter, 1.04 TB) and activations.
     * ``qlora``: NF4 + double quantization (blocksize 64) on all block linears, 16-bit embeddings and
       ``lm_head``, LoRA r = 64 on all linear layers in BF16 with 32-bit Adam (the paper's hyper-parameters),
-      activations for batch 1 × 512 tokens with gradient checkpointing. Weights + adapter + optimizer give
-      ~44 GB, under the paper's 48 GB; without checkpointing the activations alone would add ~
-      ``activation_estimate(..., checkpointing=False)``, which is why the paper relies on it (and on paged
-      optimizers for the spikes that remain).
+      activations for batch 1 × 512 tokens with gradient checkpointing: the total lands under the paper's
+      48 GB. Without checkpointing (``qlora_no_ckpt``) the activations of that one sequence push it over,
+      which is why the paper relies on checkpointing (and on paged optimizers for the spikes that remain).
     """
     shape = ModelShape.llama(size)
     return {
