@@ -12,6 +12,9 @@ from collections.abc import Sequence
 
 
 def _cmd_figures(args: argparse.Namespace) -> int:
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no windows
     from minilora import figures
 
     registry = figures.load_all()

@@ -54,7 +54,7 @@ from minilora import backend
 
 __all__ = [
     "FloatFormat", "FP32", "FP16", "BF16", "FP8_E4M3", "FP8_E5M2", "FORMATS",
-    "get_format", "encode", "decode", "round_to", "fields",
+    "get_format", "encode", "decode", "round_to", "fields", "running_sum",
 ]
 
 _U32_SIGN = 0x80000000
@@ -197,6 +197,45 @@ def _shift_round_even(v: Any, s: Any) -> Any:
     return q + up.astype(xp.uint32)
 
 
+def _encode_magnitude(a: Any, fmt: FloatFormat, saturate: bool) -> Any:
+    """Encode |x| (float32 bits without the sign, uint32) in ``fmt``: every case, one readable pass.
+
+    This is the whole rounding rule. :func:`encode` runs its first step (normal numbers) on every
+    element and this function only on the elements that need more (subnormals, overflow, inf, NaN).
+    """
+    xp = backend.xp()
+    shift = 23 - fmt.man_bits  # mantissa bits dropped
+    field = a >> xp.uint32(23)  # float32 exponent field
+    # exponent field the value would have in the target format (<= 0: subnormal there)
+    t_field = field.astype(xp.int32) - (127 - fmt.bias)
+
+    # 1. Normal in the target: re-bias the exponent in place, then drop `shift` mantissa bits with
+    #    round-to-nearest-even. A mantissa that rounds up past all ones carries into the exponent,
+    #    which is exactly right (1.111…1 rounds to 10.0).
+    normal = _shift_round_even(a - xp.uint32((127 - fmt.bias) << 23), shift)
+
+    # 2. Subnormal in the target: the significand with its implicit 1 (a float32 subnormal has none,
+    #    and the exponent −126 of the smallest normal), shifted right by one more bit for every binade
+    #    below the target's smallest normal: code = sig · 2^(t − 1 − shift). Shifts beyond 25 leave
+    #    less than half the smallest subnormal: the value rounds to 0.
+    sig = (a & xp.uint32(0x7FFFFF)) | xp.where(field > 0, xp.uint32(0x800000), xp.uint32(0))
+    t_eff = xp.where(field > 0, t_field, xp.int32(fmt.bias - 126))
+    sub = _shift_round_even(sig, xp.clip(shift + 1 - t_eff, 1, 25).astype(xp.uint32))
+    mag = xp.where((t_field <= 0) | (field == 0), sub, normal)
+
+    # 3. Overflow, inf and NaN.
+    is_nan = a > xp.uint32(0x7F800000)
+    is_inf = a == xp.uint32(0x7F800000)
+    max_bits = xp.uint32(fmt.max_bits)
+    if fmt.ieee_specials:
+        inf_bits = xp.uint32(fmt.inf_bits)
+        mag = xp.where(mag >= inf_bits, max_bits if saturate else inf_bits, mag)
+        mag = xp.where(is_inf, inf_bits, mag)
+    else:  # E4M3fn: no inf; overflow (and inf) become NaN, or ±max when saturating
+        mag = xp.where((mag > max_bits) | is_inf, max_bits if saturate else xp.uint32(fmt.nan_bits), mag)
+    return xp.where(is_nan, xp.uint32(fmt.nan_bits), mag)
+
+
 def encode(x: Any, fmt: FloatFormat | str, saturate: bool = False) -> Any:
     """Encode float32 values as bit patterns of ``fmt``, rounding to nearest, ties to even.
 
@@ -214,77 +253,65 @@ def encode(x: Any, fmt: FloatFormat | str, saturate: bool = False) -> Any:
     -------
     bits : uint32 / uint16 / uint8 array of ``x``'s shape
         The bit patterns (``fmt.storage_dtype``).
+
+    Notes
+    -----
+    The rounding rule is :func:`_encode_magnitude`. For speed, the common case — a value that is
+    normal in the target format — is computed for every element with in-place operations on one
+    buffer, and the full rule is applied only to the (usually few) elements that are subnormal in
+    the target, overflow, or are inf/NaN.
     """
     fmt = get_format(fmt)
     xp = backend.xp()
     x = _as_float32(x)
-    u = x.view(xp.uint32)
-    sign = u & xp.uint32(_U32_SIGN)
-    a = u & xp.uint32(_U32_ABS)  # |x| as bits
-    is_nan = a > xp.uint32(0x7F800000)
-    is_inf = a == xp.uint32(0x7F800000)
-    out_sign = sign >> xp.uint32(32 - fmt.bits)
-
+    shape = x.shape
+    u = x.reshape(-1).view(xp.uint32)  # 1-D: array arithmetic wraps silently, 0-d scalars would warn
     if fmt == FP32:
-        out = xp.where(is_nan, xp.uint32(FP32.nan_bits), a)
-        return (out | out_sign).astype(fmt.storage_dtype)
+        out = xp.where(xp.isnan(x.reshape(-1)), xp.uint32(FP32.nan_bits), u & xp.uint32(_U32_ABS))
+        return (out | (u & xp.uint32(_U32_SIGN))).reshape(shape)
 
-    shift = 23 - fmt.man_bits  # mantissa bits dropped
-    field = a >> xp.uint32(23)  # float32 exponent field
-    # exponent field the value would have in the target format (may be <= 0: subnormal there)
-    t_field = field.astype(xp.int32) - (127 - fmt.bias)
-
-    # Normal in the target: re-bias the exponent in place, then drop `shift` mantissa bits with
-    # round-to-nearest-even. A mantissa that rounds up past all ones carries into the exponent,
-    # which is exactly right (1.111…1 rounds to 10.0).
-    rebiased = a - xp.uint32(((127 - fmt.bias) << 23) & 0xFFFFFFFF)
-    normal = _shift_round_even(rebiased, shift)
-
-    # Subnormal in the target: the significand with its implicit 1 (none for float32 subnormals),
-    # shifted right by one more bit for every binade below the target's smallest normal.
-    sig = (a & xp.uint32(0x7FFFFF)) | xp.where(field > 0, xp.uint32(0x800000), xp.uint32(0))
-    # (a float32 subnormal has exponent −126 like the smallest normal, but no implicit 1)
-    t_eff = xp.where(field > 0, t_field, xp.int32(fmt.bias - 126))
-    # code = sig · 2^(t_eff − 1 − shift); shifts beyond 25 leave less than half an ulp: round to 0
-    sub_shift = xp.clip(shift + 1 - t_eff, 1, 25)
-    sub = _shift_round_even(sig, sub_shift.astype(xp.uint32))
-    is_sub = (t_field <= 0) | (field == 0)
-    mag = xp.where(is_sub, sub, normal)
-
-    max_bits = xp.uint32(fmt.max_bits)
-    if fmt.ieee_specials:
-        inf_bits = xp.uint32(fmt.inf_bits)
-        overflow = mag >= inf_bits
-        mag = xp.where(overflow, max_bits if saturate else inf_bits, mag)
-        mag = xp.where(is_inf, inf_bits, mag)
+    sign_bit = 1 << (fmt.bits - 1)
+    if fmt.exp_bits == 8:
+        # BF16 shares float32's exponent: no re-biasing, and float32 subnormals become BF16 subnormals
+        # by the same rounding. Round the 16 dropped bits half to even, sign included (only NaNs can
+        # carry into the sign bit, and they are fixed below); overflow rounds up to inf by itself.
+        out = u >> xp.uint32(16)
+        out &= xp.uint32(1)
+        out += xp.uint32(0x7FFF)
+        out += u
+        out >>= xp.uint32(16)
+        rare_mask = xp.isnan(x.reshape(-1))
+        if saturate:
+            rare_mask |= (out & xp.uint32(0x7FFF)) == xp.uint32(0x7F80)  # rounded to ±inf
+        rare = xp.flatnonzero(rare_mask)
     else:
-        overflow = (mag > max_bits) | is_inf
-        mag = xp.where(overflow, max_bits if saturate else xp.uint32(fmt.nan_bits), mag)
-    mag = xp.where(is_nan, xp.uint32(fmt.nan_bits), mag)
-    return (mag | out_sign).astype(fmt.storage_dtype)
+        # common case: normal in the target (step 1 of _encode_magnitude, in place on one buffer)
+        shift = 23 - fmt.man_bits
+        min_normal_bits = (128 - fmt.bias) << 23  # float32 bits of the target's smallest normal, 2^(1 − bias)
+        out = u & xp.uint32(_U32_ABS)  # |x| as bits
+        rare_mask = out < xp.uint32(min_normal_bits)  # subnormal in the target
+        out -= xp.uint32((127 - fmt.bias) << 23)  # re-bias the exponent (wraps for tiny |x|: fixed below)
+        lsb = out >> xp.uint32(shift)
+        lsb &= xp.uint32(1)
+        lsb += xp.uint32((1 << (shift - 1)) - 1)  # + half − 1, + 1 more when the kept lsb is odd: ties to even
+        out += lsb
+        out >>= xp.uint32(shift)
+        rare_mask |= out > xp.uint32(fmt.max_bits)  # overflow, inf, NaN
+        rare = xp.flatnonzero(rare_mask)
+        # sign: moved from bit 31 to the format's top bit, reusing the scratch buffer
+        xp.right_shift(u, xp.uint32(32 - fmt.bits), out=lsb)
+        lsb &= xp.uint32(sign_bit)
+        out |= lsb
+    if rare.size:  # the full rule (subnormals, overflow, inf, NaN) on the few elements that need it
+        ur = u[rare]
+        out[rare] = _encode_magnitude(ur & xp.uint32(_U32_ABS), fmt, saturate) | (
+            (ur >> xp.uint32(32 - fmt.bits)) & xp.uint32(sign_bit))
+    return out.astype(fmt.storage_dtype).reshape(shape)
 
 
-def decode(bits: Any, fmt: FloatFormat | str) -> Any:
-    """Decode bit patterns of ``fmt`` to float32 (exact: every value of these formats fits in float32).
-
-    Normal numbers are rebuilt by moving the fields into float32's positions; subnormals are
-    ``mantissa · 2^(1 − bias − man_bits)`` (an exact float32 product); inf and NaN keep their
-    sign, and NaN its payload shifted into float32's mantissa (a quiet NaN).
-    """
-    fmt = get_format(fmt)
+def _decode_general(b: Any, fmt: FloatFormat) -> Any:
+    """Decode uint32-held patterns of a format with fewer than 8 exponent bits: every case."""
     xp = backend.xp()
-    bits = xp.asarray(bits)
-    if bits.dtype.kind not in "ui":
-        raise TypeError(f"bits must be an integer array (got dtype {bits.dtype}); expected {fmt.storage_dtype}")
-    if bits.dtype.itemsize * 8 > fmt.bits and bits.size and (
-            int(bits.max()) >= (1 << fmt.bits) or int(bits.min()) < 0):
-        raise ValueError(f"bits hold values outside [0, 2**{fmt.bits}) for {fmt.name}; "
-                         f"pass {fmt.storage_dtype} patterns as returned by encode()")
-    b = bits.astype(xp.uint32) & xp.uint32((1 << fmt.bits) - 1)
-    if fmt == FP32:
-        return b.view(xp.float32)
-    if fmt.exp_bits == 8:  # BF16: the top half of a float32
-        return (b << xp.uint32(16)).view(xp.float32)
     m = fmt.man_bits
     sign = (b >> xp.uint32(fmt.bits - 1)) << xp.uint32(31)
     field = (b >> xp.uint32(m)) & xp.uint32((1 << fmt.exp_bits) - 1)
@@ -298,11 +325,52 @@ def decode(bits: Any, fmt: FloatFormat | str) -> Any:
         special = (field == xp.uint32(top)) & (man == xp.uint32((1 << m) - 1))
         nan = special
     special_bits = xp.where(nan, xp.uint32(0x7FC00000) | (man << xp.uint32(23 - m)), xp.uint32(0x7F800000))
-    mag = xp.where(special, special_bits, normal)
-    out = (mag | sign).view(xp.float32)
-    sub_val = man.astype(xp.float32) * xp.float32(fmt.min_subnormal)
+    out = (xp.where(special, special_bits, normal) | sign).view(xp.float32)
+    sub_val = man.astype(xp.float32) * xp.float32(fmt.min_subnormal)  # exact: a small integer times 2^k
     sub_val = xp.where(sign != 0, -sub_val, sub_val)  # keeps -0.0
     return xp.where(field == 0, sub_val, out).astype(xp.float32)
+
+
+def decode(bits: Any, fmt: FloatFormat | str) -> Any:
+    """Decode bit patterns of ``fmt`` to float32 (exact: every value of these formats fits in float32).
+
+    Normal numbers are rebuilt by moving the fields into float32's positions; subnormals are
+    ``mantissa · 2^(1 − bias − man_bits)`` (an exact float32 product); inf and NaN keep their
+    sign, and NaN its payload shifted into float32's mantissa (a quiet NaN). BF16 is simply the top
+    half of a float32: ``bits << 16``.
+    """
+    fmt = get_format(fmt)
+    xp = backend.xp()
+    bits = xp.asarray(bits)
+    if bits.dtype.kind not in "ui":
+        raise TypeError(f"bits must be an integer array (got dtype {bits.dtype}); expected {fmt.storage_dtype}")
+    if bits.dtype.itemsize * 8 > fmt.bits and bits.size and (
+            int(bits.max()) >= (1 << fmt.bits) or int(bits.min()) < 0):
+        raise ValueError(f"bits hold values outside [0, 2**{fmt.bits}) for {fmt.name}; "
+                         f"pass {fmt.storage_dtype} patterns as returned by encode()")
+    shape = bits.shape
+    b = bits.reshape(-1).astype(xp.uint32) & xp.uint32((1 << fmt.bits) - 1)
+    if fmt == FP32:
+        return b.view(xp.float32).reshape(shape)
+    if fmt.exp_bits == 8:  # BF16: the top half of a float32
+        b <<= xp.uint32(16)
+        return b.view(xp.float32).reshape(shape)
+    # common case, in place: a normal number; move the fields into float32's places and re-bias
+    m = fmt.man_bits
+    out = b & xp.uint32((1 << (fmt.bits - 1)) - 1)
+    out <<= xp.uint32(23 - m)
+    out += xp.uint32((127 - fmt.bias) << 23)
+    sign = b >> xp.uint32(fmt.bits - 1)
+    sign <<= xp.uint32(31)
+    out |= sign
+    # the rest: exponent field 0 (zero, subnormal) or all ones (inf, NaN; for E4M3 also normals)
+    field = b & xp.uint32(((1 << fmt.exp_bits) - 1) << m)
+    field -= xp.uint32(1 << m)  # 0 wraps to the top, so one comparison finds both ends
+    rare = xp.flatnonzero(field >= xp.uint32(((1 << fmt.exp_bits) - 2) << m))
+    out = out.view(xp.float32)
+    if rare.size:
+        out[rare] = _decode_general(b[rare], fmt)
+    return out.reshape(shape)
 
 
 def round_to(x: Any, fmt: FloatFormat | str, saturate: bool = False) -> Any:
@@ -324,3 +392,32 @@ def fields(x: Any, fmt: FloatFormat | str, saturate: bool = False) -> tuple[Any,
     return (b >> xp.uint32(fmt.bits - 1),
             (b >> m) & xp.uint32((1 << fmt.exp_bits) - 1),
             b & xp.uint32((1 << fmt.man_bits) - 1))
+
+
+def running_sum(x: Any, fmt: FloatFormat | str, axis: int = -1) -> Any:
+    """Partial sums of ``x`` along ``axis`` as an accumulator of format ``fmt`` computes them.
+
+    Each step adds the next element to the running total in float32 (exact for FP16/BF16/FP8
+    operands except in rare cases) and rounds the total to ``fmt``, as a hardware adder that keeps
+    its accumulator in ``fmt`` would. This is why mixed-precision training multiplies in FP16/BF16 but
+    accumulates in FP32: once the total is large, adding a small value changes nothing, because the
+    sum rounds back to the total (the gap between neighbours of ``total`` exceeds twice the addend).
+
+    The loop runs over ``axis`` only (the summation is sequential by nature); all other axes are
+    processed together, so many independent sums cost one pass.
+
+    Returns float32 partial sums of ``x``'s shape (the last one along ``axis`` is the total).
+
+    >>> import numpy as np
+    >>> float(running_sum(np.full(4096, 1.0, np.float32), FP16)[-1])      # FP16 counts to 2048 only
+    2048.0
+    """
+    fmt = get_format(fmt)
+    xp = backend.xp()
+    x = xp.moveaxis(round_to(_as_float32(x), fmt), axis, 0)
+    out = xp.empty_like(x)
+    total = xp.zeros(x.shape[1:], dtype=xp.float32)
+    for i in range(x.shape[0]):
+        total = round_to(total + x[i], fmt)
+        out[i] = total
+    return xp.moveaxis(out, 0, axis)

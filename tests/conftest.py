@@ -1,4 +1,6 @@
 import os
+
+os.environ.setdefault("MPLBACKEND", "Agg")
 from pathlib import Path
 
 import numpy as np

@@ -3,8 +3,9 @@
 A figure function takes no arguments, draws with fixed seeds and returns a
 :class:`matplotlib.figure.Figure`; :func:`register` adds it to :data:`REGISTRY` under its
 file name (``float_formats`` is written as ``float_formats.png``). Figures are written with
-the Agg backend and without timestamps or version metadata, so regenerating one changes no
-bytes (``python -m minilora figures``).
+the Agg renderer (the CLI selects the Agg backend; in a notebook they display inline) and
+without timestamps or version metadata, so regenerating one changes no bytes
+(``python -m minilora figures``).
 
 Chapters live in submodules (``formats``, ``quant``, ``training``, ``lora``, ``qlora``); each
 registers its figures on import. The library never imports this package: it sits on top.
@@ -12,20 +13,20 @@ registers its figures on import. The library never imports this package: it sits
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import json
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
 
 #: chapter submodules that register figures, in reading order
-CHAPTERS = ("formats", "training", "lora")
+CHAPTERS = ("formats", "quant", "training", "lora")
 
 #: matplotlib settings shared by every figure (fixed so output is reproducible)
 RC = {
@@ -90,18 +91,28 @@ def save(fig: Figure, path: str | os.PathLike) -> Path:
     return path
 
 
+def draw(name: str) -> Figure:
+    """Draw figure ``name`` with the shared style and return it (for notebooks: it displays inline)."""
+    registry = load_all()
+    if name not in registry:
+        raise ValueError(f"unknown figure {name!r}; valid names: {', '.join(registry)}")
+    # Create (and drop) one figure outside the style context first: the first figure made in a Jupyter
+    # kernel sets up the inline backend's rcParams, and rc_context would undo that setup on exit,
+    # silently stopping every later plot of the notebook from being shown.
+    plt.close(plt.figure())
+    with plt.rc_context(RC):
+        return registry[name].func()
+
+
 def render(name: str, out_dir: str | os.PathLike = "figures", blog_names: bool = False) -> list[Path]:
     """Draw figure ``name`` and write it to ``out_dir``; return the written paths.
 
     With ``blog_names=True`` a figure that stands for one of the blog's pictures is also written
     under the blog's file name and format (``量化.jpeg``, ``余弦退火.png``, ...).
     """
-    registry = load_all()
-    if name not in registry:
-        raise ValueError(f"unknown figure {name!r}; valid names: {', '.join(registry)}")
-    spec = registry[name]
+    spec = load_all().get(name)
+    fig = draw(name)
     with plt.rc_context(RC):
-        fig = spec.func()
         try:
             paths = [save(fig, Path(out_dir) / f"{name}.png")]
             if blog_names and spec.blog_name:
@@ -109,6 +120,33 @@ def render(name: str, out_dir: str | os.PathLike = "figures", blog_names: bool =
         finally:
             plt.close(fig)
     return paths
+
+
+MANIFEST = "MANIFEST.json"
+
+
+def versions() -> dict[str, str]:
+    """Versions that determine a figure's bytes (a different matplotlib or NumPy may change them)."""
+    import numpy
+
+    return {"matplotlib": matplotlib.__version__, "numpy": numpy.__version__}
+
+
+def update_manifest(out_dir: str | os.PathLike, paths: Iterable[Path]) -> Path:
+    """Record the SHA-256 of each written figure and the library versions in ``out_dir/MANIFEST.json``.
+
+    ``tests/test_figures.py`` regenerates every figure and compares it with the committed bytes when
+    the installed versions equal the recorded ones (and skips, saying why, when they differ).
+    """
+    path = Path(out_dir) / MANIFEST
+    manifest = json.loads(path.read_text()) if path.exists() else {}
+    if manifest.get("versions") != versions():
+        manifest = {"versions": versions(), "sha256": {}}
+    for p in paths:
+        manifest["sha256"][p.name] = hashlib.sha256(p.read_bytes()).hexdigest()
+    manifest["sha256"] = dict(sorted(manifest["sha256"].items()))
+    path.write_text(json.dumps(manifest, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    return path
 
 
 def render_many(selected: Iterable[str] | None = None, out_dir: str | os.PathLike = "figures",
@@ -122,4 +160,5 @@ def render_many(selected: Iterable[str] | None = None, out_dir: str | os.PathLik
     paths: list[Path] = []
     for n in selected:
         paths += render(n, out_dir, blog_names)
+    update_manifest(out_dir, paths)
     return paths

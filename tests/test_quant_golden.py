@@ -1,0 +1,140 @@
+"""minilora.quant against golden vectors made by bitsandbytes 0.50.2 (tools/golden/quant.py)."""
+
+import numpy as np
+import pytest
+
+from minilora.quant import (
+    create_dynamic_map,
+    create_normal_map,
+    dequantize_4bit,
+    dequantize_blockwise,
+    fp4_code,
+    int8_matmul_parts,
+    int8_vectorwise_dequant,
+    int8_vectorwise_quant,
+    nf4_code,
+    quantize_4bit,
+    quantize_blockwise,
+)
+from tests.conftest import load_golden
+
+G = load_golden("quant")
+
+
+def bits(a):
+    """float32 bit patterns, so that equality is bit equality (−0.0 ≠ 0.0, NaN = NaN)."""
+    return np.asarray(a, np.float32).view(np.uint32)
+
+
+def cases(prefix):
+    return sorted(k[: -len("_x")] for k in G if k.startswith(prefix) and k.endswith("_x"))
+
+
+FOUR_BIT = cases("nf4_") + cases("fp4_")
+DQ = [c for c in FOUR_BIT if f"{c}_dq_q_exact" in G]
+
+
+def test_tables_bit_equal():
+    assert np.array_equal(bits(nf4_code()), bits(G["nf4_code"]))
+    assert np.array_equal(bits(fp4_code()), bits(G["fp4_code"]))
+
+
+def test_normal_map_bit_equal():
+    ours = create_normal_map()
+    lib = G["normal_map"]                                  # 256 values: 16 levels and 240 padding zeros
+    assert np.array_equal(bits(np.unique(lib)), bits(ours))
+    assert np.array_equal(bits(ours), bits(nf4_code()))
+    sym = create_normal_map(use_extra_value=False)
+    assert sym.size == 15 and np.array_equal(bits(np.unique(G["normal_map_sym"])), bits(sym))
+
+
+def test_normal_map_float64_recipe_is_not_bit_equal():
+    f64 = create_normal_map(recipe="float64")
+    ulps = np.abs(bits(f64).astype(np.int64) - bits(nf4_code()).astype(np.int64))
+    assert ulps.max() > 0                                  # a different table ...
+    assert ulps.max() <= 8                                 # ... off by a few ulp only
+    np.testing.assert_allclose(f64, nf4_code(), rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("signed", [True, False])
+def test_dynamic_map_bit_equal(signed):
+    ref = G["dynamic_map" if signed else "dynamic_map_unsigned"]
+    assert np.array_equal(bits(create_dynamic_map(signed=signed)), bits(ref))
+
+
+def test_dynamic_map_facts():
+    m = create_dynamic_map()
+    assert m.size == 256 and np.all(np.diff(m) >= 0)
+    assert (m < 0).sum() == 127 and m[127] == 0 and m[255] == 1.0 and -1.0 not in m
+    assert m[0] == np.float32(-0.99296874)
+    assert np.abs(m[m != 0]).min() == np.float32(5.5000004e-07)
+
+
+@pytest.mark.parametrize("case", FOUR_BIT)
+def test_4bit_bytes_absmax_dequant(case):
+    x, bs, qt = G[f"{case}_x"], int(G[f"{case}_bs"]), case[:3]
+    packed, state = quantize_4bit(x, blocksize=bs, quant_type=qt)
+    assert packed.dtype == np.uint8 and np.array_equal(packed, G[f"{case}_packed"])
+    assert np.array_equal(bits(state.absmax), bits(G[f"{case}_absmax"]))
+    out = dequantize_4bit(packed, state)
+    assert out.shape == x.shape and out.dtype == np.float32
+    assert np.array_equal(bits(out), bits(G[f"{case}_deq"]))
+
+
+@pytest.mark.parametrize("case", DQ)
+def test_4bit_double_quant(case):
+    x, bs, qt = G[f"{case}_x"], int(G[f"{case}_bs"]), case[:3]
+    packed, state = quantize_4bit(x, blocksize=bs, quant_type=qt, compress_statistics=True)
+    assert np.array_equal(packed, G[f"{case}_packed"])     # the 4-bit codes do not change
+    # the offset: minilora's correctly rounded mean; bitsandbytes' float32 mean within a few ulp of it
+    assert bits(state.offset) == bits(G[f"{case}_dq_offset_exact"])
+    ulp = np.spacing(np.float32(state.offset))
+    assert abs(float(state.offset) - float(G[f"{case}_dq_offset_bnb"])) <= 4 * ulp
+    # with the same offset, bitsandbytes' codes, second-level absmax and reconstruction are equal bit for bit
+    assert np.array_equal(state.absmax, G[f"{case}_dq_q_exact"])
+    assert np.array_equal(bits(state.state2.absmax), bits(G[f"{case}_dq_absmax2_exact"]))
+    assert np.array_equal(bits(dequantize_4bit(packed, state)), bits(G[f"{case}_dq_deq_exact"]))
+    # and bitsandbytes' own result (its offset) agrees to float32 precision
+    np.testing.assert_allclose(dequantize_4bit(packed, state), G[f"{case}_dq_deq_bnb"], rtol=1e-6, atol=1e-30)
+
+
+@pytest.mark.parametrize("case", cases("bw8_"))
+def test_blockwise_8bit(case):
+    x, bs = G[f"{case}_x"], int(G[f"{case}_bs"])
+    q, state = quantize_blockwise(x, blocksize=bs)
+    assert np.array_equal(q, G[f"{case}_q"])
+    assert np.array_equal(bits(state.absmax), bits(G[f"{case}_absmax"]))
+    assert np.array_equal(bits(dequantize_blockwise(q, state)), bits(G[f"{case}_deq"]))
+
+
+@pytest.mark.parametrize("case", cases("i8_"))
+def test_int8_vectorwise(case):
+    threshold = float(case.rsplit("_t", 1)[1])
+    ca, sca, cols = int8_vectorwise_quant(G[f"{case}_x"], threshold)
+    assert ca.dtype == np.int8 and np.array_equal(ca, G[f"{case}_CA"])
+    assert np.array_equal(bits(sca), bits(G[f"{case}_SCA"]))
+    assert np.array_equal(cols, G[f"{case}_cols"])
+    assert np.array_equal(bits(int8_vectorwise_dequant(ca, sca)), bits(G[f"{case}_deq"]))
+
+
+def test_int8_golden_covers_ties_and_threshold():
+    x, cols = G["i8_m_t6_x"], G["i8_m_t6_cols"]
+    assert x[2, 7] == 6.0 and 7 in cols                    # exactly the threshold is an outlier
+    assert G["i8_m_t0_CA"][7, 1] == 64 and G["i8_m_t0_CA"][7, 2] == -64    # 63.5 → 64: half to even
+    assert np.all(G["i8_m_t0_CA"][6] == 0)                 # an all-zero row
+
+
+@pytest.mark.parametrize("threshold", [0, 6])
+def test_int8_matmul_pieces(threshold):
+    key = f"mm_t{threshold}"
+    p = int8_matmul_parts(G["mm_x"], G["mm_w"], threshold)
+    for name in ("CA", "SCA", "CB", "SCB", "acc"):
+        assert np.array_equal(getattr(p, name), G[f"{key}_{name}"]), name
+    assert np.array_equal(p.outlier_cols, G[f"{key}_cols"])
+    assert (len(p.outlier_cols) > 0) == (threshold > 0)
+    # bitsandbytes multiplies by 6.200124e-05 instead of 1/127²: 1.8e-5 relatively larger
+    np.testing.assert_allclose(p.int_part, G[f"{key}_int_part"], rtol=1e-4, atol=0)
+    np.testing.assert_allclose(p.outlier_part, G[f"{key}_outlier_part"], rtol=1e-5, atol=1e-6)
+    # y = int_part + outlier_part cancels in places: compare relative to the size of the two terms
+    scale = np.abs(G[f"{key}_int_part"]) + np.abs(G[f"{key}_outlier_part"])
+    assert np.all(np.abs(p.y - G[f"{key}_y"]) <= 1e-4 * scale)
