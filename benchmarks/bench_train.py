@@ -74,9 +74,11 @@ def torch_model(state: dict[str, np.ndarray]):
             split = lambda t: t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
             q, k, v = split(self.attn.q_proj(h)), split(self.attn.k_proj(h)), split(self.attn.v_proj(h))
             att = (q @ k.transpose(-2, -1)) / (C // self.n_head) ** 0.5
-            att = att.masked_fill(~torch.tril(torch.ones(T, T, dtype=torch.bool)), float("-inf")).softmax(-1)
+            causal = torch.tril(torch.ones(T, T, dtype=torch.bool))
+            att = att.masked_fill(~causal, float("-inf")).softmax(-1)
             x = x + self.attn.o_proj((att @ v).transpose(1, 2).reshape(B, T, C))
-            return x + self.mlp.down_proj(nn.functional.gelu(self.mlp.up_proj(self.ln_2(x)), approximate="tanh"))
+            h = nn.functional.gelu(self.mlp.up_proj(self.ln_2(x)), approximate="tanh")
+            return x + self.mlp.down_proj(h)
 
     class TorchGPT(nn.Module):
         def __init__(self, c: GPTConfig):

@@ -76,7 +76,8 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
     for task in data.TASKS:
         acc = data.accuracy(model, *data.task_batch(task, 512, seed=2024))
         tag = "held out" if task == data.HELDOUT_TASK else "pretrained"
-        print(f"  {task:<10} ({tag:>10}) exact match {acc['exact_match']:.3f}  token acc {acc['token_acc']:.3f}")
+        print(f"  {task:<10} ({tag:>10}) exact match {acc['exact_match']:.3f}  "
+              f"token acc {acc['token_acc']:.3f}")
     return 0
 
 
