@@ -1,4 +1,4 @@
-"""Command line: ``python -m minilora {figures,pretrain,info} ...``.
+"""Command line: ``python -m minilora {figures,pretrain,finetune,info} ...``.
 
 Each subcommand lives in a small ``_cmd_*`` function; the library never imports this module.
 """
@@ -81,6 +81,75 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_finetune(args: argparse.Namespace) -> int:
+    import tempfile
+    from pathlib import Path
+
+    import minilora
+    from minilora.lora_experiments import finetune_gpt
+    from minilora.peft import LoraConfig, print_trainable_parameters, save_adapter
+
+    try:
+        if args.targets is None:  # QLoRA puts LoRA on every linear layer; LoRA's usual default is q and v
+            args.targets = ["all-linear"] if args.method == "qlora" else ["q_proj", "v_proj"]
+        one = len(args.targets) == 1 and args.targets[0] == "all-linear"
+        targets = "all-linear" if one else tuple(args.targets)
+        alpha = int(args.alpha) if float(args.alpha).is_integer() else args.alpha  # PEFT writes an int
+        config = LoraConfig(r=args.r, lora_alpha=alpha, lora_dropout=args.dropout, target_modules=targets,
+                            init_lora_weights=args.init if args.init != "default" else True,
+                            use_rslora=args.rslora)
+        base = minilora.load_base_model()
+        if args.method == "qlora":
+            from minilora.qlora_experiments import finetune_qlora, memory_table
+
+            table = memory_table(base, config, batch_size=args.batch_size, seed=args.seed)
+            model, _, report = finetune_qlora(base, config, steps=args.steps, lr=args.lr or 1e-2,
+                                              batch_size=args.batch_size, seed=args.seed, progress=True)
+        else:
+            model, _, report = finetune_gpt(base, args.method, config, steps=args.steps, lr=args.lr,
+                                            batch_size=args.batch_size, seed=args.seed, progress=True)
+    except (ValueError, TypeError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    lora_desc = f" (r={config.r}, lora_alpha={config.lora_alpha}, targets={config.target_modules})"
+    print(f"method: {args.method}" + (lora_desc
+                                      if args.method in ("lora", "qlora") else " (every parameter)"))
+    print_trainable_parameters(model)
+    if args.method == "lora":
+        if args.save:
+            path = save_adapter(model, args.save)
+        else:
+            path = save_adapter(model, Path(tempfile.mkdtemp(prefix="minilora-adapter-")))
+        size = sum(f.stat().st_size for f in Path(path).iterdir())
+        print(f"adapter: {size:,d} bytes on disk ({path})")
+    elif args.method == "qlora":
+        from minilora.peft.memory import format_table
+        from minilora.peft.qlora import quantized_modules
+
+        qs = list(quantized_modules(model).values())
+        n4 = sum(q.quant_state.numel for q in qs)
+        bits = 8 * sum(q.packed.nbytes + q.quant_state.stats_nbytes for q in qs) / n4
+        total = table["qlora"].total_params
+        print(f"all params counting the {n4:,d} 4-bit ones: {total:,d} || trainable%: "
+              f"{100 * report['trainable'] / total:.4f}")
+        print(f"base: {len(qs)} linear layers in NF4 + double quantization (blocksize {qs[0].blocksize}), "
+              f"{bits:.3f} bits per parameter measured (4.127 for tensors of a multiple of 16384), BF16 compute")
+        print(f"memory after one AdamW step, batch {args.batch_size} (bytes of the real arrays):")
+        print(format_table(table))
+        from minilora.peft.memory import paper_comparison
+
+        print("the same formulas on LLaMA-65B (16-bit weights, 32-bit Adam; QLoRA r=64 all-linear, batch 1 x 512, "
+              "checkpointing); QLoRA paper: > 780 GB full vs < 48 GB QLoRA:")
+        print(format_table(paper_comparison("65B")))
+    else:
+        size = sum(v.nbytes for v in model.params.values())
+        print(f"fine-tuned copy: {size:,d} bytes of float32 weights (the whole model)")
+    print(f"held-out task exact match: {report['exact_match_before']:.3f} before -> "
+          f"{report['exact_match_after']:.3f} after  (token accuracy {report['token_acc_before']:.3f} -> "
+          f"{report['token_acc_after']:.3f})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m minilora", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -99,6 +168,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, metavar="PATH", help="output .npz (default: the package asset)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_pretrain)
+
+    p = sub.add_parser("finetune",
+                       help="fine-tune the shipped base GPT on the held-out task (LoRA, QLoRA or full)")
+    p.add_argument("--method", choices=("lora", "qlora", "full"), default="lora",
+                   help="lora, qlora (4-bit NF4 base, prints the memory table) or full")
+    p.add_argument("--r", type=int, default=8, help="LoRA rank (default 8)")
+    p.add_argument("--alpha", type=float, default=16, help="lora_alpha (default 16)")
+    p.add_argument("--targets", nargs="+", default=None, metavar="NAME",
+                   help="module names, a regex, or all-linear (default: q_proj v_proj; all-linear for qlora)")
+    p.add_argument("--dropout", type=float, default=0.0, help="lora_dropout (default 0)")
+    p.add_argument("--rslora", action="store_true", help="scale by alpha/sqrt(r) (rsLoRA)")
+    p.add_argument("--init", default="default",
+                   choices=("default", "gaussian", "pissa", "zero_A", "zeros", "random"),
+                   help="init_lora_weights (default: PEFT's, A Kaiming-uniform and B = 0)")
+    p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--lr", type=float, default=None, help="AdamW lr (default 1e-2 LoRA, 1e-3 full)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--save", metavar="DIR", default=None, help="write the adapter (PEFT format) to DIR")
+    p.set_defaults(func=_cmd_finetune)
 
     p = sub.add_parser("info", help="print versions and the array backend")
     p.set_defaults(func=_cmd_info)

@@ -26,7 +26,7 @@ import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
 #: chapter submodules that register figures, in reading order
-CHAPTERS = ("formats", "training", "quant")
+CHAPTERS = ("lora", "training", "formats", "quant", "qlora")
 
 #: matplotlib settings shared by every figure (fixed so output is reproducible)
 RC = {

@@ -1,0 +1,160 @@
+"""Figures of the LoRA chapter: the blog's ``lora.png`` diagram, ``lora_init`` and ``lora_rank``."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
+from matplotlib.patches import FancyArrowPatch, FancyBboxPatch, Polygon
+
+from minilora.figures import register
+from minilora.peft.config import LoraConfig, lora_parameter_count
+
+_FROZEN = "#9ecae1"
+_TRAIN = "#fdae6b"
+
+
+def _arrow(ax, xy0, xy1):
+    ax.add_patch(FancyArrowPatch(xy0, xy1, arrowstyle="-|>", mutation_scale=14, lw=1.4, color="0.25"))
+
+
+@register("lora", blog_name="lora.png")
+def lora_diagram() -> Figure:
+    """LoRA: frozen W0 beside the trainable down-projection A and up-projection B (h = W0 x + s·BAx)."""
+    cfg = LoraConfig()
+    d = k = 4096  # an example layer (a 7B model's attention projection), for the parameter counts
+    fig, ax = plt.subplots(figsize=(7.6, 5.6))
+    ax.set_xlim(0, 10)
+    ax.set_ylim(-0.9, 8.2)
+    ax.axis("off")
+
+    # input and output
+    for y, label in ((0.1, r"input $x \in \mathbb{R}^{k}$"), (7.2, r"output $h \in \mathbb{R}^{d}$")):
+        ax.add_patch(FancyBboxPatch((2.3, y), 5.4, 0.6, boxstyle="round,pad=0.05", fc="0.93", ec="0.3"))
+        ax.text(5.0, y + 0.3, label, ha="center", va="center", fontsize=12)
+
+    # frozen pretrained weight
+    ax.add_patch(
+        FancyBboxPatch((0.6, 2.0), 3.6, 3.4, boxstyle="round,pad=0.05", fc=_FROZEN, ec="#3182bd", lw=1.5)
+    )
+    ax.text(2.4, 4.3, "pretrained weight", ha="center", fontsize=11)
+    ax.text(2.4, 3.6, r"$W_0 \in \mathbb{R}^{d\times k}$", ha="center", fontsize=14)
+    ax.text(2.4, 2.7, "frozen (no gradient)", ha="center", fontsize=10, style="italic")
+
+    # A: down-projection k -> r (trapezoid narrowing upwards); B: up-projection r -> d
+    ax.add_patch(
+        Polygon(
+            [(5.6, 2.0), (9.0, 2.0), (7.75, 3.5), (6.85, 3.5)], closed=True, fc=_TRAIN, ec="#e6550d", lw=1.5
+        )
+    )
+    ax.text(7.3, 2.65, r"$A \in \mathbb{R}^{r\times k}$", ha="center", fontsize=13)
+    ax.text(9.15, 2.35, "down-projection\ntrainable\nA ~ U(±1/√k)\n(PEFT default)", fontsize=8.5, va="center")
+    ax.add_patch(
+        Polygon(
+            [(6.85, 3.9), (7.75, 3.9), (9.0, 5.4), (5.6, 5.4)], closed=True, fc=_TRAIN, ec="#e6550d", lw=1.5
+        )
+    )
+    ax.text(7.3, 4.7, r"$B \in \mathbb{R}^{d\times r}$", ha="center", fontsize=13)
+    ax.text(9.15, 5.0, "up-projection\ntrainable\nB = 0", fontsize=8.5, va="center")
+    ax.text(7.3, 3.68, f"r  (e.g. {cfg.r})", ha="center", va="center", fontsize=9)
+
+    # sum node and arrows
+    ax.add_patch(plt.Circle((5.0, 6.3), 0.28, fc="white", ec="0.25", lw=1.4))
+    ax.text(5.0, 6.3, "+", ha="center", va="center", fontsize=16)
+    _arrow(ax, (3.6, 0.75), (2.4, 1.95))
+    _arrow(ax, (6.4, 0.75), (7.3, 1.95))
+    _arrow(ax, (2.4, 5.5), (4.75, 6.2))
+    _arrow(ax, (7.3, 5.5), (5.25, 6.2))
+    ax.text(6.55, 5.95, r"$\times\, s = \alpha / r$", fontsize=11, ha="center")
+    _arrow(ax, (5.0, 6.6), (5.0, 7.15))
+
+    n_full = d * k
+    n_lora = lora_parameter_count(k, d, cfg.r)
+    ax.text(
+        5.0,
+        -0.35,
+        r"$h = W_0 x + s\,B A x$,   $\Delta W = s\,BA$ starts at 0 because B = 0",
+        ha="center",
+        fontsize=11,
+    )
+    ax.text(
+        5.0,
+        -0.8,
+        f"d = k = {d}, r = {cfg.r}: trainable r(d+k) = {n_lora:,} vs dk = {n_full:,} "
+        f"({100 * n_lora / n_full:.2f}%)",
+        ha="center",
+        fontsize=9.5,
+        color="0.3",
+    )
+    fig.tight_layout()
+    return fig
+
+
+@register("lora_init")
+def lora_init() -> Figure:
+    """A/B initialization: step-0 gradients, training curves, and the largest stable learning rate."""
+    import numpy as np
+
+    from minilora import lora_experiments as E
+    from minilora.data import low_rank_teacher
+
+    teacher = low_rank_teacher(32, 32, rank=4, seed=0)
+    fig, axes = plt.subplots(1, 3, figsize=(13.5, 4.0))
+    inits = list(E.INIT_LABELS)
+    grads = [E.step0_gradients(teacher, init) for init in inits]
+    pos = np.arange(len(inits))
+    for j, (key, label) in enumerate([("BA", "‖BA‖ at step 0"), ("dA", "‖dA‖"), ("dB", "‖dB‖")]):
+        axes[0].bar(pos + (j - 1) * 0.27, [g[key] for g in grads], 0.27, label=label)
+    axes[0].set_xticks(
+        pos, [E.INIT_LABELS[i].replace(" (PEFT default)", "").replace(", ", ",\n") for i in inits], fontsize=8
+    )
+    axes[0].set_title("step 0: which gradients are zero")
+    axes[0].legend(fontsize=8)
+    for init in inits:
+        hist = E.finetune_teacher(E.teacher_lora(teacher, init_lora_weights=init), teacher, lr=2.0, steps=150)
+        axes[1].semilogy(hist.eval_step, hist.eval_loss, label=E.INIT_LABELS[init])
+    axes[1].set(title="LoRA r = 4 on the rank-4 teacher (SGD, lr 2)", xlabel="step", ylabel="eval MSE")
+    axes[1].legend(fontsize=8)
+    lrs = np.geomspace(1, 64, 7)
+    for d, style in ((32, "-"), (128, "--")):
+        t = low_rank_teacher(d, d, rank=4, seed=0)
+        sweep = E.lr_sweep(t, lrs, optimizer="sgd", steps=100)
+        for init, color in ((True, "C0"), ("zero_A", "C1")):
+            final = np.where(np.isfinite(sweep[init]), sweep[init] / sweep["initial"], np.nan)
+            axes[2].loglog(
+                lrs,
+                final,
+                style,
+                color=color,
+                marker="o",
+                ms=3,
+                label=f"{E.INIT_LABELS[init].split(' (')[0]}, d = {d}",
+            )
+    axes[2].axhline(1.0, color="0.5", lw=0.8)
+    axes[2].set(
+        title="final loss / initial after 100 SGD steps\n(missing points: diverged)",
+        xlabel="learning rate",
+        ylabel="relative final loss",
+    )
+    axes[2].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+@register("lora_rank")
+def lora_rank() -> Figure:
+    """Rank sweep on a rank-4 teacher: LoRA with r < r*, = r*, > r* against full fine-tuning."""
+    from minilora import lora_experiments as E
+    from minilora.data import low_rank_teacher
+
+    teacher = low_rank_teacher(32, 32, rank=4, seed=0)
+    runs = E.rank_sweep(teacher, (1, 2, 4, 8))
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for key, hist in runs.items():
+        label = (
+            "full fine-tuning (1024 params)" if key == "full" else f"LoRA r = {key} ({2 * 32 * key} params)"
+        )
+        ax.semilogy(hist.eval_step, hist.eval_loss, "k--" if key == "full" else "-", label=label)
+    ax.set(title="rank-4 teacher: LoRA needs r ≥ r* = 4 (Adam, lr 0.02)", xlabel="step", ylabel="eval MSE")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
