@@ -118,15 +118,33 @@ def layernorm_backward(dout: np.ndarray, cache, need_dw: bool = True):
 # ----------------------------------------------------------------------------- activations
 def gelu_forward(x: np.ndarray):
     """GELU, tanh approximation: ``0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))``."""
-    t = np.tanh(_GELU_C * (x + 0.044715 * x * x * x))
-    return 0.5 * x * (1.0 + t), (x, t)
+    t = x * x  # in-place steps below: this runs on the widest activations, so temporaries matter
+    t *= 0.044715
+    t += 1.0
+    t *= x
+    t *= _GELU_C
+    np.tanh(t, out=t)  # t = tanh(sqrt(2/pi) (x + 0.044715 x^3))
+    out = t + 1.0
+    out *= x
+    out *= 0.5
+    return out, (x, t)
 
 
 def gelu_backward(dout: np.ndarray, cache) -> np.ndarray:
     """``d/dx = 0.5 (1 + t) + 0.5 x (1 - t^2) sqrt(2/pi) (1 + 3 * 0.044715 x^2)``."""
     x, t = cache
-    dinner = _GELU_C * (1.0 + 3 * 0.044715 * x * x)
-    return dout * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * dinner)
+    dinner = x * x
+    dinner *= 3 * 0.044715 * _GELU_C
+    dinner += _GELU_C  # sqrt(2/pi) (1 + 3 * 0.044715 x^2)
+    dx = t * t
+    np.subtract(1.0, dx, out=dx)
+    dx *= x
+    dx *= dinner  # x (1 - t^2) dinner
+    dx += t
+    dx += 1.0
+    dx *= 0.5
+    dx *= dout
+    return dx
 
 
 def relu_forward(x: np.ndarray):
@@ -141,8 +159,9 @@ def relu_backward(dout: np.ndarray, cache) -> np.ndarray:
 
 def softmax_forward(x: np.ndarray):
     """Softmax over the last axis, shifted by the row maximum for stability; caches the output."""
-    e = np.exp(x - x.max(axis=-1, keepdims=True))
-    p = e / e.sum(axis=-1, keepdims=True)
+    p = x - x.max(axis=-1, keepdims=True)
+    np.exp(p, out=p)
+    p /= p.sum(axis=-1, keepdims=True)
     return p, p
 
 
@@ -153,6 +172,11 @@ def softmax_backward(dout: np.ndarray, cache) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- attention
+def _causal_mask(T: int, dtype) -> np.ndarray:
+    """(T, T) array: 0 on and below the diagonal, -inf above (added to the scores before softmax)."""
+    return np.triu(np.full((T, T), -np.inf, dtype=dtype), k=1)
+
+
 def attention_forward(q: np.ndarray, k: np.ndarray, v: np.ndarray, n_head: int):
     """Causal multi-head attention ``softmax(q k^T / sqrt(hs) + mask) v`` (Vaswani et al., eq. 1).
 
@@ -169,8 +193,9 @@ def attention_forward(q: np.ndarray, k: np.ndarray, v: np.ndarray, n_head: int):
     q = q.reshape(B, T, n_head, hs).transpose(0, 2, 1, 3)  # (B, nh, T, hs)
     k = k.reshape(B, T, n_head, hs).transpose(0, 2, 1, 3)  # (B, nh, T, hs)
     v = v.reshape(B, T, n_head, hs).transpose(0, 2, 1, 3)  # (B, nh, T, hs)
-    scores = (q @ k.transpose(0, 1, 3, 2)) * (1.0 / math.sqrt(hs))  # (B, nh, T, T)
-    scores[..., ~np.tri(T, dtype=bool)] = -np.inf  # causal mask: position t sees 0..t
+    scores = q @ k.transpose(0, 1, 3, 2)  # (B, nh, T, T)
+    scores *= 1.0 / math.sqrt(hs)
+    scores += _causal_mask(T, scores.dtype)  # -inf above the diagonal: position t sees 0..t
     att, _ = softmax_forward(scores)  # (B, nh, T, T), exactly 0 above the diagonal
     y = att @ v  # (B, nh, T, hs)
     out = y.transpose(0, 2, 1, 3).reshape(B, T, C)
