@@ -106,11 +106,11 @@ plt.show()
 #
 # ## LoRA on a real network: the shipped base GPT
 #
-# The teacher is one linear layer. minilora also ships a small pretrained GPT (`minilora.load_base_model()`:
-# 2 blocks, width 64). It was pretrained on four digit tasks: copy, reverse, sort and
-# add one, each selected by a task token. The fifth task, *sort descending*, was never shown to it. That is
-# the fine-tuning task: a new skill, as in the blog's "pretrain, then fine-tune per task". Here is what
-# the base model answers on a few held-out examples (its greedy answer after `=`):
+# The teacher is one linear layer. minilora also ships a small pretrained GPT (`minilora.load_base_model()`).
+# It was pretrained on four digit tasks: copy, reverse, sort and add one, each selected by a task token.
+# The fifth task, *sort descending*, was never shown to it. That is the fine-tuning task: a new skill, as
+# in the blog's "pretrain, then fine-tune per task". Here is what the base model answers on a few
+# held-out examples (its greedy answer after `=`):
 
 # %%
 import minilora  # noqa: E402
@@ -124,7 +124,8 @@ answers = base.forward(idx[:3])[0].argmax(axis=-1)[:, data.N_DIGITS + 1:]  # the
 for row, ans in zip(idx[:3], answers):
     print(data.decode(row[: data.N_DIGITS + 2]), "| model:", data.decode(ans), "| wanted:",
           data.decode(np.sort(row[1: data.N_DIGITS + 1])[::-1]))
-print(f"{base.num_params():,d} parameters; on 512 held-out examples: exact match "
+print(f"{base.config.n_layer} blocks, width {base.config.n_embd}, {base.num_params():,d} parameters")
+print("on 512 held-out examples: exact match "
       f"{data.accuracy(base, idx, targets)['exact_match']:.3f}, cross-entropy {evaluate(base, (idx, targets)):.2f} "
       f"(a uniform guess over the {data.VOCAB_SIZE} tokens would have {np.log(data.VOCAB_SIZE):.2f})")
 
@@ -158,6 +159,8 @@ for seed in (0, 1):
 ax.semilogx(alphas, [alpha_runs[a]["loss"] for a in alphas], "-o", label="mean of 2 seeds")
 ax.axvline(16, color="C3", ls=":", label="α = 2r (the blog's rule)")
 ax.set(xlabel="lora_alpha (r = 8)", ylabel="held-out loss after 150 steps", title="α sweep on the base GPT")
+ax.set_xticks(alphas, [str(a) for a in alphas], minor=False)
+ax.minorticks_off()
 ax.legend(fontsize=8)
 plt.show()
 
@@ -171,7 +174,8 @@ plt.show()
 # Why a region and not a rule? With Adam, each step moves B and A by about the learning rate, whatever
 # the gradient's size. The change of the side path `s·BA` is then about s times the learning rate. So α
 # and the learning rate play almost the same role. "α = 2r" is only good *together with* a learning rate
-# that suits s = 2. Halving the learning rate and doubling α gives nearly the same training (exercise 3).
+# that suits s = 2. By this argument, doubling α and halving the learning rate should give nearly the
+# same training; exercise 3 asks you to check where that holds.
 #
 # ## Which weights should get an adapter?
 #
@@ -194,9 +198,9 @@ for label, run in target_runs.items():
 # Here the three choices end close together: the differences between them are about as large as the
 # differences between two seeds of the same configuration. Adapting every linear layer with 4.5 times
 # the parameters does not buy a clear improvement in this short run at this learning rate. (The LoRA
-# paper, Table 5, found that spreading a fixed budget over more weight types helps on GPT-3. We do not see
-# that effect here. With a two-block model, a 150-step budget and an untuned learning rate, this is
-# weak evidence either way.)
+# paper, Table 5, found on GPT-3 that spreading a fixed budget over more attention weight types helps.
+# We do not see that effect here. With a two-block model, a 150-step budget and an untuned learning
+# rate, this is weak evidence either way.)
 #
 # ## Adapter vs full fine-tuning
 #
@@ -228,10 +232,10 @@ print(f"full fine-tuning trains {full_rep['trainable'] / lora_rep['trainable']:.
 # %% [markdown]
 # Full fine-tuning reaches a lower loss here, with many times more trainable parameters (printed above)
 # and a stored result that is the whole model. LoRA closes most of the gap from the base model's loss
-# with a small file. Both runs give
-# up the pretraining tasks (the last column): with the adapter attached, or with the updated weights,
-# the old skills are gone, because nothing in the fine-tuning data asked the model to keep them. The difference is what you can undo. LoRA's base weights never changed (bit
-# for bit), so removing the adapter gives back the base model and its pretrained accuracy exactly.
+# with a small file. Both runs give up the pretraining tasks (the last column): with the adapter
+# attached, or with the updated weights, the old skills are gone, because nothing in the fine-tuning data
+# asked the model to keep them. The difference is what you can undo. LoRA's base weights never changed
+# (bit for bit), so removing the adapter gives back the base model and its pretrained accuracy exactly.
 # Full fine-tuning overwrote them.
 #
 # For deployment the adapter can also be folded into the weights, after which the model is a plain GPT
@@ -243,6 +247,9 @@ merged = merge_and_unload(lora_model)
 print("LoRA layers left after merge_and_unload:", [n for n, _ in merged.named_modules() if "lora" in n])
 print("max |logits(merged) - logits(with adapter)|:", float(np.abs(merged.forward(idx)[0] - logits_adapter).max()))
 
+# %% [markdown]
+# The difference is float32 rounding: merging changes the order of the additions, not the function.
+#
 # ## Exercises
 #
 # 1. Add noise to the teacher (`low_rank_teacher(..., noise=0.1)`) and repeat the rank sweep. Does a larger

@@ -130,7 +130,8 @@ plt.show()
 # * Both random changes the model before training: its step-0 loss differs from the base model's.
 #
 # The base model's loss at step 0 is far above that of a uniform guess (printed above): it answers the
-# unknown task confidently and wrongly (`02_lora` prints some of its answers). This is one seed and 150 steps: small differences are noise. Pass `seeds=(0, 1, 2)` to
+# unknown task confidently and wrongly (`02_lora` prints some of its answers). This is one seed and 150
+# steps, so small differences are noise. Pass `seeds=(0, 1, 2)` to
 # `E.gpt_runs` to see how large the spread between seeds is.
 #
 # ## Which zero is better? A learning-rate sweep
