@@ -187,51 +187,141 @@ def finetune_gpt(
     eval_every: int = 0,
     seed: int = 0,
     progress: bool = False,
+    include_step0: bool = False,
+    pretrained: bool = False,
 ) -> tuple:
     """Fine-tune ``base`` (a GPT, changed in place) on :data:`minilora.data.HELDOUT_TASK`.
+
+    The recipe: AdamW (no weight decay) at a constant learning rate on micro-batches of
+    :func:`minilora.data.heldout_train_data`; evaluation on :func:`minilora.data.heldout_eval_batch`
+    (512 sequences the training stream never draws).
 
     Parameters
     ----------
     method : ``"lora"`` (inject ``config``, default ``LoraConfig()``) or ``"full"`` (every parameter trains).
     lr : AdamW learning rate (default 1e-2 for LoRA, 1e-3 for full fine-tuning).
+    eval_every : evaluate (held-out loss and accuracies) every this many steps and after the last (0: only
+        after the last).
+    include_step0 : put the evaluation of the model as it starts (after injection, before any step) at the
+        front of the history, as step 0.
+    pretrained : also measure the mean exact match over :data:`minilora.data.PRETRAIN_TASKS` before and after
+        (what fine-tuning does to the skills the base model had); costs eight extra 512-sequence forwards.
 
     Returns
     -------
     ``(model, history, report)``; ``report`` has ``trainable``, ``total``, ``exact_match_before``,
-    ``exact_match_after``, ``token_acc_before``, ``token_acc_after``. The history's eval metrics hold the
-    held-out exact match every ``eval_every`` steps.
+    ``exact_match_after``, ``token_acc_before``, ``token_acc_after``, ``loss_before``, ``loss_after``
+    (held-out cross-entropy) and, with ``pretrained``, ``pretrained_before`` / ``pretrained_after``.
     """
-    from minilora.data import accuracy, heldout_eval_batch, heldout_train_data
+    from minilora.data import PRETRAIN_TASKS, accuracy, exact_match, heldout_eval_batch, heldout_train_data
     from minilora.optim import AdamW
 
     if method not in ("lora", "full"):
         raise ValueError(f"method must be 'lora' or 'full', got {method!r}")
-    eval_idx, eval_tgt = heldout_eval_batch()
-    before = accuracy(base, eval_idx, eval_tgt)
+    eval_batch = heldout_eval_batch()
+    before = accuracy(base, *eval_batch)
+    loss_before = evaluate(base, eval_batch)
+    report: dict = {}
+    if pretrained:
+        report["pretrained_before"] = float(np.mean([exact_match(base, task) for task in PRETRAIN_TASKS]))
     if method == "lora":
         model = inject_lora(base, config or LoraConfig(), seed=seed)
         lr = 1e-2 if lr is None else lr
     else:
         model = base.unfreeze()
         lr = 1e-3 if lr is None else lr
-    opt = AdamW(model, lr=lr, weight_decay=0.0)
+    if include_step0:  # the model as training starts: the base model's output unless B A ≠ 0 at init
+        start = (evaluate(model, eval_batch), accuracy(model, *eval_batch))
     hist = train(
         model,
         heldout_train_data(batch_size, seed=seed),
-        opt,
+        AdamW(model, lr=lr, weight_decay=0.0),
         steps=steps,
         eval_every=eval_every,
-        eval_fn=lambda m: accuracy(m, eval_idx, eval_tgt),
+        eval_data=eval_batch,
+        eval_fn=lambda m: accuracy(m, *eval_batch),
         progress=progress,
         desc=f"finetune ({method})",
     )
-    after = accuracy(model, eval_idx, eval_tgt)
-    report = {
-        "trainable": model.num_params(trainable_only=True),
-        "total": model.num_params(),
-        "exact_match_before": before["exact_match"],
-        "exact_match_after": after["exact_match"],
-        "token_acc_before": before["token_acc"],
-        "token_acc_after": after["token_acc"],
-    }
+    if steps:
+        loss_after, after = hist.eval_loss[-1], hist.eval_metrics[-1]
+    else:
+        loss_after, after = evaluate(model, eval_batch), accuracy(model, *eval_batch)
+    if include_step0:
+        hist.eval_step.insert(0, 0)
+        hist.eval_loss.insert(0, start[0])
+        hist.eval_metrics.insert(0, start[1])
+    report.update(
+        trainable=model.num_params(trainable_only=True),
+        total=model.num_params(),
+        exact_match_before=before["exact_match"],
+        exact_match_after=after["exact_match"],
+        token_acc_before=before["token_acc"],
+        token_acc_after=after["token_acc"],
+        loss_before=loss_before,
+        loss_after=loss_after,
+    )
+    if pretrained:
+        report["pretrained_after"] = float(np.mean([exact_match(model, task) for task in PRETRAIN_TASKS]))
     return model, hist, report
+
+
+def gpt_runs(
+    configs: dict,
+    seeds=(0,),
+    steps: int = 150,
+    batch_size: int = 16,
+    lr: float | None = None,
+    eval_every: int = 0,
+    include_step0: bool = False,
+    pretrained: bool = False,
+) -> dict:
+    """Fine-tune a fresh copy of the shipped base GPT once per (configuration, seed).
+
+    ``configs`` maps a label to a :class:`LoraConfig` (LoRA) or to None (full fine-tuning). Returns
+    ``{label: {"reports": [report per seed], "histories": [History per seed], "loss": mean loss_after,
+    "exact_match": mean exact_match_after, "trainable": trainable parameters}}``. The other arguments go to
+    :func:`finetune_gpt` (``lr`` None: its per-method default).
+    """
+    from minilora.base_model import load_base_model
+
+    out: dict = {}
+    for label, config in configs.items():
+        method = "full" if config is None else "lora"
+        runs = [
+            finetune_gpt(
+                load_base_model(), method, config, steps=steps, lr=lr, batch_size=batch_size,
+                eval_every=eval_every, seed=seed, include_step0=include_step0, pretrained=pretrained,
+            )[1:]
+            for seed in seeds
+        ]
+        reports = [rep for _, rep in runs]
+        out[label] = {
+            "reports": reports,
+            "histories": [h for h, _ in runs],
+            "loss": float(np.mean([rep["loss_after"] for rep in reports])),
+            "exact_match": float(np.mean([rep["exact_match_after"] for rep in reports])),
+            "trainable": reports[0]["trainable"],
+        }
+    return out
+
+
+def alpha_verdict(alphas, losses, r: int, tolerance: float = 0.1) -> dict:
+    """Test the blog's "r = α/2" heuristic on an α sweep at fixed ``r``.
+
+    ``losses`` are the (seed-averaged) held-out losses for each α. Returns ``best_alpha`` (lowest loss),
+    ``heuristic_alpha`` (2r, which must be in ``alphas``), ``heuristic_excess`` (its loss / the best − 1),
+    ``is_best`` and ``near_best`` (the α whose loss is within ``tolerance`` (relative) of the best).
+    """
+    alphas, losses = list(alphas), np.asarray(losses, float)
+    if 2 * r not in alphas:
+        raise ValueError(f"alphas must contain 2r = {2 * r} to test r = alpha/2, got {alphas}")
+    best = int(np.argmin(losses))
+    h = alphas.index(2 * r)
+    return {
+        "best_alpha": alphas[best],
+        "heuristic_alpha": 2 * r,
+        "heuristic_excess": float(losses[h] / losses[best] - 1.0),
+        "is_best": h == best,
+        "near_best": [a for a, loss in zip(alphas, losses) if loss <= (1 + tolerance) * losses[best]],
+    }

@@ -91,36 +91,52 @@ def lora_diagram() -> Figure:
 
 @register("lora_init")
 def lora_init() -> Figure:
-    """A/B initialization: step-0 gradients, training curves, and the largest stable learning rate."""
+    """A/B initialization: step-0 gradients, curves on the teacher and on the base GPT, largest stable lr."""
     import numpy as np
 
     from minilora import lora_experiments as E
     from minilora.data import low_rank_teacher
+    from minilora.peft import LoraConfig
 
     teacher = low_rank_teacher(32, 32, rank=4, seed=0)
-    fig, axes = plt.subplots(1, 3, figsize=(13.5, 4.0))
+    fig, axes = plt.subplots(2, 2, figsize=(12.5, 8.4))
+    (ax_grad, ax_teacher), (ax_gpt, ax_lr) = axes
     inits = list(E.INIT_LABELS)
     grads = [E.step0_gradients(teacher, init) for init in inits]
     pos = np.arange(len(inits))
     for j, (key, label) in enumerate([("BA", "‖BA‖ at step 0"), ("dA", "‖dA‖"), ("dB", "‖dB‖")]):
-        axes[0].bar(pos + (j - 1) * 0.27, [g[key] for g in grads], 0.27, label=label)
-    axes[0].set_xticks(
+        bars = ax_grad.bar(pos + (j - 1) * 0.27, [g[key] for g in grads], 0.27, label=label)
+        ax_grad.bar_label(bars, fmt="%.2g", fontsize=7, padding=1)
+    ax_grad.set_xticks(
         pos, [E.INIT_LABELS[i].replace(" (PEFT default)", "").replace(", ", ",\n") for i in inits], fontsize=8
     )
-    axes[0].set_title("step 0: which gradients are zero")
-    axes[0].legend(fontsize=8)
+    ax_grad.set_title("teacher, step 0: which gradients are zero")
+    ax_grad.legend(fontsize=8)
     for init in inits:
         hist = E.finetune_teacher(E.teacher_lora(teacher, init_lora_weights=init), teacher, lr=2.0, steps=150)
-        axes[1].semilogy(hist.eval_step, hist.eval_loss, label=E.INIT_LABELS[init])
-    axes[1].set(title="LoRA r = 4 on the rank-4 teacher (SGD, lr 2)", xlabel="step", ylabel="eval MSE")
-    axes[1].legend(fontsize=8)
+        ax_teacher.semilogy(hist.eval_step, hist.eval_loss, label=E.INIT_LABELS[init])
+    ax_teacher.set(title="LoRA r = 4 on the rank-4 teacher (SGD, lr 2)", xlabel="step", ylabel="eval MSE")
+    ax_teacher.legend(fontsize=8)
+    runs = E.gpt_runs(
+        {init: LoraConfig(r=8, lora_alpha=16, init_lora_weights=init) for init in inits},
+        steps=150, batch_size=16, eval_every=25, include_step0=True,
+    )
+    for init, run in runs.items():
+        hist = run["histories"][0]
+        ax_gpt.semilogy(hist.eval_step, hist.eval_loss, marker="o", ms=3, label=E.INIT_LABELS[init])
+    ax_gpt.set(
+        title="base GPT → sort descending (LoRA r = 8 on q, v; AdamW, lr 0.01)",
+        xlabel="step",
+        ylabel="held-out cross-entropy",
+    )
+    ax_gpt.legend(fontsize=8)
     lrs = np.geomspace(1, 64, 7)
     for d, style in ((32, "-"), (128, "--")):
         t = low_rank_teacher(d, d, rank=4, seed=0)
         sweep = E.lr_sweep(t, lrs, optimizer="sgd", steps=100)
         for init, color in ((True, "C0"), ("zero_A", "C1")):
             final = np.where(np.isfinite(sweep[init]), sweep[init] / sweep["initial"], np.nan)
-            axes[2].loglog(
+            ax_lr.loglog(
                 lrs,
                 final,
                 style,
@@ -129,13 +145,13 @@ def lora_init() -> Figure:
                 ms=3,
                 label=f"{E.INIT_LABELS[init].split(' (')[0]}, d = {d}",
             )
-    axes[2].axhline(1.0, color="0.5", lw=0.8)
-    axes[2].set(
-        title="final loss / initial after 100 SGD steps\n(missing points: diverged)",
+    ax_lr.axhline(1.0, color="0.5", lw=0.8)
+    ax_lr.set(
+        title="teacher: final / initial loss after 100 SGD steps\n(missing points: diverged)",
         xlabel="learning rate",
         ylabel="relative final loss",
     )
-    axes[2].legend(fontsize=7)
+    ax_lr.legend(fontsize=7)
     fig.tight_layout()
     return fig
 

@@ -15,21 +15,28 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
-from minilora.data import N_DIGITS, VOCAB_SIZE
-from minilora.nn.gpt import GPT, GPTConfig
+import minilora
 from minilora.peft import LoraConfig, count_parameters, inject_lora, lora_parameter_count, save_adapter
 
-config = GPTConfig(vocab_size=VOCAB_SIZE, block_size=2 * N_DIGITS + 1, n_layer=2, n_head=4, n_embd=64)
-gpt = GPT(config, seed=0)
+gpt = minilora.load_base_model()  # the small GPT shipped with minilora (minilora/assets/base_gpt.npz)
+config = gpt.config
 total = gpt.num_params()
 full_bytes = sum(p.nbytes for p in gpt.params.values())
 print(config)
 print(f"parameters: {total:,d}   float32 checkpoint: {full_bytes:,d} bytes")
+print({name: p.shape for name, p in gpt.params.items() if name.startswith("blocks.0.")})
+
+# %% [markdown]
+# This is the model the LoRA chapters fine-tune. It was pretrained on four digit tasks (copy, reverse,
+# sort, add one) and has never seen the task it will be taught (sort descending). Each block has four
+# attention projections (`q_proj`, `k_proj`, `v_proj`, `o_proj`, each `d × d`) and a feed-forward
+# pair (`up_proj`, `d → 4d`, and `down_proj`, `4d → d`), as printed above.
 
 # %% [markdown]
 # ## LoRA on the tiny GPT
 #
-# We put rank-8 LoRA on the query and value projections (PEFT's default targets). Each adapted
+# We put LoRA of rank 1, 4 and 8 on the query and value projections (PEFT's default targets), and on every
+# linear layer except the output head (`"all-linear"`). Each adapted
 # `d × k` weight gets `A (r × k)` and `B (d × r)`: `r (d + k)` new parameters. Everything else is frozen.
 # The adapter is saved in PEFT's format and the files are measured.
 
@@ -37,20 +44,23 @@ print(f"parameters: {total:,d}   float32 checkpoint: {full_bytes:,d} bytes")
 rows = []
 for targets in [("q_proj", "v_proj"), "all-linear"]:
     for r in (1, 4, 8):
-        model = inject_lora(GPT(config, seed=0), LoraConfig(r=r, lora_alpha=2 * r, target_modules=targets))
+        model = inject_lora(minilora.load_base_model(), LoraConfig(r=r, lora_alpha=2 * r, target_modules=targets))
         trainable, _ = count_parameters(model)
         path = save_adapter(model, Path(tempfile.mkdtemp()) / "adapter")
         weights = (path / "adapter_model.safetensors").stat().st_size
         config_json = (path / "adapter_config.json").stat().st_size
         rows.append((str(targets), r, trainable, weights, config_json))
-print(f"{'targets':22s} {'r':>2s} {'trainable':>9s} {'% of model':>10s} {'tensors (B)':>11s} {'config (B)':>10s}")
+print(f"{'targets':22s} {'r':>2s} {'trainable':>9s} {'% of model':>10s} {'tensors (B)':>11s} {'4 B x params':>12s}"
+      f" {'config (B)':>10s} {'copy / adapter':>14s}")
 for t, r, n, w, c in rows:
-    print(f"{t:22s} {r:2d} {n:9,d} {100 * n / total:9.2f}% {w:11,d} {c:10,d}")
+    print(f"{t:22s} {r:2d} {n:9,d} {100 * n / total:9.2f}% {w:11,d} {4 * n:12,d} {c:10,d} {full_bytes / (w + c):13.1f}x")
 print(f"full fine-tuned copy: {full_bytes:,d} bytes")
 
 # %% [markdown]
-# The safetensors file holds exactly the float32 LoRA tensors (4 bytes each) plus a small header. The JSON
-# config is under a kilobyte. A fine-tuned copy of even this tiny model is many times bigger.
+# The safetensors file holds the float32 LoRA tensors (4 bytes each, the column `4 B x params`) plus a
+# small header that names them. The JSON config is under a kilobyte. The last column compares a
+# fine-tuned copy of this small model with the two adapter files. For a model this small the fixed costs
+# (header, config) matter; the ratio grows with the model, as the GPT-3 numbers below show.
 #
 # ## GPT-3 175B
 #
@@ -88,5 +98,5 @@ plt.show()
 # 2. The training memory saving is larger than the storage saving suggests, because frozen weights need no
 #    gradient and no Adam state. For the tiny GPT, count the bytes of gradients and Adam moments for full
 #    fine-tuning and for LoRA (hint: two Adam moments per trainable parameter).
-# 3. Change the tiny GPT's width to 256 and redo the table. How does the trainable fraction scale with
-#    `d` for a fixed r?
+# 3. Build a wider model, `GPT(dataclasses.replace(config, n_embd=256))` from `minilora.nn.gpt`, and redo
+#    the table. How does the trainable fraction scale with `d` for a fixed r?

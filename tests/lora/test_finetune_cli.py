@@ -1,61 +1,73 @@
-"""``python -m minilora finetune`` on a tiny stand-in base model (fast; the shipped one is bigger)."""
+"""``python -m minilora finetune`` on the shipped base GPT (few steps: the CLI wiring, not the accuracy)."""
 
 import json
 
+import numpy as np
 import pytest
 
 import minilora
 from minilora.__main__ import main
-from minilora.data import N_DIGITS, VOCAB_SIZE
-from minilora.nn.gpt import GPT, GPTConfig
+from minilora.data import accuracy, heldout_eval_batch
+from minilora.peft import load_adapter
 
 pytest.importorskip("safetensors")
 
 
-@pytest.fixture
-def tiny_base(monkeypatch):
-    cfg = GPTConfig(vocab_size=VOCAB_SIZE, block_size=2 * N_DIGITS + 1, n_layer=1, n_head=2, n_embd=16)
-    monkeypatch.setattr(minilora, "load_base_model", lambda: GPT(cfg, seed=0), raising=False)
+def _lines(out: str) -> dict[str, str]:
+    return {line.split(":", 1)[0]: line for line in out.splitlines() if ":" in line}
 
 
-def test_finetune_lora(tiny_base, tmp_path, capsys):
-    assert (
-        main(
-            [
-                "finetune",
-                "--method",
-                "lora",
-                "--r",
-                "2",
-                "--alpha",
-                "4",
-                "--targets",
-                "all-linear",
-                "--steps",
-                "3",
-                "--save",
-                str(tmp_path),
-            ]
-        )
-        == 0
-    )
-    out = capsys.readouterr().out
-    lora_params = 4 * 2 * (16 + 16) + 2 * 2 * (16 + 64)  # q, k, v, o (16→16) and up/down (16↔64), r = 2
-    assert f"trainable params: {lora_params:,d} || all params:" in out
-    assert "adapter:" in out and "held-out task exact match:" in out and "before ->" in out
-    cfg = json.loads((tmp_path / "adapter_config.json").read_text())
-    assert cfg["r"] == 2 and cfg["lora_alpha"] == 4
-    assert sorted(cfg["target_modules"]) == ["down_proj", "k_proj", "o_proj", "q_proj", "up_proj", "v_proj"]
+def test_finetune_lora_all_linear(tmp_path, capsys):
+    argv = ["finetune", "--method", "lora", "--r", "2", "--alpha", "4", "--targets", "all-linear",
+            "--steps", "3", "--save", str(tmp_path)]
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    out = _lines(captured.out)
+    cfg = minilora.load_base_model().config
+    d, n = cfg.n_embd, cfg.n_layer
+    lora_params = n * (4 * 2 * (d + d) + 2 * 2 * (d + 4 * d))  # q, k, v, o (d→d) and up/down (d↔4d), r = 2
+    base_params = minilora.load_base_model().num_params()
+    assert out["trainable params"].startswith(
+        f"trainable params: {lora_params:,d} || all params: {base_params + lora_params:,d}")
+    size = sum(f.stat().st_size for f in tmp_path.iterdir())
+    assert f"adapter: {size:,d} bytes on disk" in out["adapter"]
+    assert "held-out task exact match: 0.000 before ->" in out["held-out task exact match"]
+    assert "finetune (lora)" in captured.err  # the progress bar
+    config = json.loads((tmp_path / "adapter_config.json").read_text())
+    assert config["r"] == 2 and config["lora_alpha"] == 4
+    assert sorted(config["target_modules"]) == ["down_proj", "k_proj", "o_proj", "q_proj", "up_proj", "v_proj"]
 
 
-def test_finetune_full(tiny_base, capsys):
+def test_finetune_lora_learns_and_adapter_reproduces_it(tmp_path, capsys):
+    """20 steps lift the held-out token accuracy; the saved adapter on a fresh base gives the printed value."""
+    assert main(["finetune", "--steps", "20", "--save", str(tmp_path)]) == 0
+    line = _lines(capsys.readouterr().out)["held-out task exact match"]
+    before, after = (float(x) for x in line.split("(token accuracy ")[1].rstrip(")").split(" -> "))
+    assert after > before + 0.2
+    model = load_adapter(minilora.load_base_model(), tmp_path)
+    assert accuracy(model, *heldout_eval_batch())["token_acc"] == pytest.approx(after, abs=5e-4)
+    config = json.loads((tmp_path / "adapter_config.json").read_text())
+    assert (config["r"], config["lora_alpha"], config["target_modules"]) == (8, 16, ["q_proj", "v_proj"])
+
+
+def test_finetune_full(capsys):
     assert main(["finetune", "--method", "full", "--steps", "2"]) == 0
     out = capsys.readouterr().out
-    assert "trainable%: 100.0000" in out and "fine-tuned copy:" in out
+    nbytes = sum(p.nbytes for p in minilora.load_base_model().params.values())
+    assert "trainable%: 100.0000" in out and f"fine-tuned copy: {nbytes:,d} bytes" in out
 
 
-def test_finetune_bad_arguments(tiny_base, capsys):
+def test_finetune_does_not_touch_the_shipped_file(capsys):
+    before = {k: v.copy() for k, v in minilora.load_base_model().params.items()}
+    assert main(["finetune", "--method", "full", "--steps", "1"]) == 0
+    after = minilora.load_base_model().params
+    assert all(np.array_equal(before[k], after[k]) for k in before)
+
+
+def test_finetune_bad_arguments(capsys):
     assert main(["finetune", "--r", "0", "--steps", "1"]) == 2
     assert "r must be" in capsys.readouterr().err
     assert main(["finetune", "--targets", "nope", "--steps", "1"]) == 2
     assert "matches no Linear" in capsys.readouterr().err
+    assert main(["finetune", "--r", "65", "--steps", "1"]) == 2
+    assert "r=65 exceeds min(in, out) = 64" in capsys.readouterr().err
