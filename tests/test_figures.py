@@ -38,7 +38,7 @@ def test_committed_figures_are_current(tmp_path):
     manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     if manifest["versions"] != figures.versions():
         pytest.skip(f"figures/ were made with {manifest['versions']}, this machine has {figures.versions()}: "
-                    "bytes may legitimately differ")
+                    "bytes may legitimately differ (python -m minilora figures regenerates them)")
     for name in NAMES:
         committed = ROOT / "figures" / f"{name}.png"
         assert committed.exists(), f"figures/{name}.png is missing: run python -m minilora figures"

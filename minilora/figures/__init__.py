@@ -126,10 +126,19 @@ MANIFEST = "MANIFEST.json"
 
 
 def versions() -> dict[str, str]:
-    """Versions that determine a figure's bytes (a different matplotlib or NumPy may change them)."""
+    """What determines a figure's bytes besides the code: library versions and the machine.
+
+    A different matplotlib or NumPy may draw or compute differently, and figures that train a model
+    depend on the BLAS library's summation order, which changes with the number of threads it uses
+    (by default one per core) and with the processor.
+    """
+    import platform
+
     import numpy
 
-    return {"matplotlib": matplotlib.__version__, "numpy": numpy.__version__}
+    return {"matplotlib": matplotlib.__version__, "numpy": numpy.__version__,
+            "machine": platform.machine(), "cpus": str(os.cpu_count()),
+            "blas_threads": os.environ.get("OPENBLAS_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "default"))}
 
 
 def update_manifest(out_dir: str | os.PathLike, paths: Iterable[Path]) -> Path:
