@@ -193,7 +193,7 @@ def _causal_mask(T: int, dtype) -> np.ndarray:
 
 
 def _heads(a: np.ndarray, n_head: int) -> np.ndarray:
-    """View a (B, T, C) array as (B, nh, T, hs): no copy, also for a column block of a fused qkv."""
+    """View a (B, T, C) array as (B, nh, T, hs) without a copy (writes through it land in a)."""
     B, T, C = a.shape
     return a.reshape(B, T, n_head, C // n_head).transpose(0, 2, 1, 3)
 
@@ -203,8 +203,7 @@ def attention_forward(q: np.ndarray, k: np.ndarray, v: np.ndarray, n_head: int):
 
     Parameters
     ----------
-    q, k, v : (B, T, C) arrays, already projected (may be column views of one (B, T, 3C) array).
-    n_head : number of heads, ``C % n_head == 0``.
+    q, k, v : (B, T, C) arrays, already projected.  n_head : number of heads, ``C % n_head == 0``.
 
     Returns
     -------
@@ -222,18 +221,12 @@ def attention_forward(q: np.ndarray, k: np.ndarray, v: np.ndarray, n_head: int):
     return out, (q, k, v, att)
 
 
-def attention_backward(dout: np.ndarray, cache, out: np.ndarray | None = None):
-    """Gradients ``(dq, dk, dv)``, each (B, T, C), of :func:`attention_forward`.
-
-    ``out``: an optional (B, T, 3C) array that receives ``[dq | dk | dv]`` column-wise (the layout of a
-    fused q/k/v projection, so its backward is one matmul); dq, dk, dv are then views of it.
-    """
+def attention_backward(dout: np.ndarray, cache):
+    """Gradients ``(dq, dk, dv)``, each (B, T, C), of :func:`attention_forward`."""
     q, k, v, att = cache
     B, nh, T, hs = q.shape
-    C = nh * hs
-    if out is None:
-        out = np.empty((B, T, 3 * C), dtype=att.dtype)
-    dq, dk, dv = out[..., :C], out[..., C:2 * C], out[..., 2 * C:]  # (B, T, C) views
+    # the matmuls below write each head's gradient straight into its columns (no transpose copies)
+    dq, dk, dv = (np.empty((B, T, nh * hs), dtype=att.dtype) for _ in range(3))
     dy = _heads(dout, nh)  # (B, nh, T, hs)
     np.matmul(att.transpose(0, 1, 3, 2), dy, out=_heads(dv, nh))  # dv = att^T dy
     dscores = dy @ v.transpose(0, 1, 3, 2)  # datt (B, nh, T, T), turned into dscores in place:
