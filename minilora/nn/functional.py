@@ -87,14 +87,18 @@ def embedding_backward(dout: np.ndarray, cache) -> np.ndarray:
 def layernorm_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray, eps: float = LN_EPS):
     """LayerNorm over the last axis (Ba et al. 2016): ``(x - mean) * rstd * w + b``.
 
-    The cache keeps ``x``, ``mean`` and ``rstd = 1 / sqrt(var + eps)`` (biased variance), as llm.c does.
+    The cache keeps ``norm = (x - mean) * rstd``, ``w`` and ``rstd = 1 / sqrt(var + eps)`` (biased
+    variance), as llm.c does.
     """
     mean = x.mean(axis=-1, keepdims=True)  # (..., 1)
-    xc = x - mean
-    var = (xc * xc).mean(axis=-1, keepdims=True)
+    norm = x - mean  # (..., C); becomes norm in place below
+    out = norm * norm  # the output buffer holds the squares first: one full-size temporary fewer
+    var = out.mean(axis=-1, keepdims=True)  # (..., 1)
     rstd = 1.0 / np.sqrt(var + eps)  # (..., 1)
-    norm = xc * rstd  # (..., C)
-    return norm * w + b, (norm, w, rstd)
+    norm *= rstd  # (..., C)
+    np.multiply(norm, w, out=out)
+    out += b
+    return out, (norm, w, rstd)
 
 
 def layernorm_backward(dout: np.ndarray, cache, need_dw: bool = True):
@@ -105,13 +109,17 @@ def layernorm_backward(dout: np.ndarray, cache, need_dw: bool = True):
     """
     norm, w, rstd = cache
     C = w.shape[0]
-    dnorm = dout * w  # (..., C)
-    dx = rstd * (dnorm - dnorm.mean(axis=-1, keepdims=True)
-                 - norm * (dnorm * norm).mean(axis=-1, keepdims=True))
+    dnorm = dout * w  # (..., C); becomes dx in place below (fewer full-size temporaries)
+    dn_mean = dnorm.mean(axis=-1, keepdims=True)  # (..., 1)
+    dn_n_mean = np.einsum("...c,...c->...", dnorm, norm)[..., None] / C  # mean(dn * n), (..., 1)
+    dnorm -= dn_mean
+    dnorm -= norm * dn_n_mean
+    dnorm *= rstd
+    dx = dnorm  # (..., C)
     dw = db = None
     if need_dw:
-        dw = (dout * norm).reshape(-1, C).sum(axis=0)
-        db = dout.reshape(-1, C).sum(axis=0)
+        dw = np.einsum("nc,nc->c", dout.reshape(-1, C), norm.reshape(-1, C))  # sum of dout * norm, (C,)
+        db = dout.reshape(-1, C).sum(axis=0)  # (C,)
     return dx, dw, db
 
 
@@ -157,24 +165,37 @@ def relu_backward(dout: np.ndarray, cache) -> np.ndarray:
     return dout * cache
 
 
+def _softmax_inplace(x: np.ndarray) -> np.ndarray:
+    """Overwrite ``x`` with its softmax over the last axis (shifted by the row maximum); returns x."""
+    # fmax.reduce: the row maximum, faster than max() (no NaN bookkeeping; a NaN row stays NaN via exp)
+    x -= np.fmax.reduce(x, axis=-1, keepdims=True)
+    np.exp(x, out=x)
+    x /= x.sum(axis=-1, keepdims=True)
+    return x
+
+
 def softmax_forward(x: np.ndarray):
     """Softmax over the last axis, shifted by the row maximum for stability; caches the output."""
-    p = x - x.max(axis=-1, keepdims=True)
-    np.exp(p, out=p)
-    p /= p.sum(axis=-1, keepdims=True)
+    p = _softmax_inplace(x.copy())
     return p, p
 
 
 def softmax_backward(dout: np.ndarray, cache) -> np.ndarray:
     """``dx = p * (dout - sum(dout * p))`` over the last axis."""
     p = cache
-    return p * (dout - (dout * p).sum(axis=-1, keepdims=True))
+    return p * (dout - np.einsum("...i,...i->...", dout, p)[..., None])
 
 
 # ----------------------------------------------------------------------------- attention
 def _causal_mask(T: int, dtype) -> np.ndarray:
     """(T, T) array: 0 on and below the diagonal, -inf above (added to the scores before softmax)."""
     return np.triu(np.full((T, T), -np.inf, dtype=dtype), k=1)
+
+
+def _heads(a: np.ndarray, n_head: int) -> np.ndarray:
+    """View a (B, T, C) array as (B, nh, T, hs) without a copy (writes through it land in a)."""
+    B, T, C = a.shape
+    return a.reshape(B, T, n_head, C // n_head).transpose(0, 2, 1, 3)
 
 
 def attention_forward(q: np.ndarray, k: np.ndarray, v: np.ndarray, n_head: int):
@@ -190,15 +211,13 @@ def attention_forward(q: np.ndarray, k: np.ndarray, v: np.ndarray, n_head: int):
     """
     B, T, C = q.shape
     hs = C // n_head
-    q = q.reshape(B, T, n_head, hs).transpose(0, 2, 1, 3)  # (B, nh, T, hs)
-    k = k.reshape(B, T, n_head, hs).transpose(0, 2, 1, 3)  # (B, nh, T, hs)
-    v = v.reshape(B, T, n_head, hs).transpose(0, 2, 1, 3)  # (B, nh, T, hs)
+    q, k, v = _heads(q, n_head), _heads(k, n_head), _heads(v, n_head)  # (B, nh, T, hs) views
     scores = q @ k.transpose(0, 1, 3, 2)  # (B, nh, T, T)
     scores *= 1.0 / math.sqrt(hs)
     scores += _causal_mask(T, scores.dtype)  # -inf above the diagonal: position t sees 0..t
-    att, _ = softmax_forward(scores)  # (B, nh, T, T), exactly 0 above the diagonal
-    y = att @ v  # (B, nh, T, hs)
-    out = y.transpose(0, 2, 1, 3).reshape(B, T, C)
+    att = _softmax_inplace(scores)  # (B, nh, T, T), exactly 0 above the diagonal
+    out = np.empty((B, T, C), dtype=att.dtype)
+    np.matmul(att, v, out=_heads(out, n_head))  # y (B, nh, T, hs) written with heads concatenated
     return out, (q, k, v, att)
 
 
@@ -206,14 +225,17 @@ def attention_backward(dout: np.ndarray, cache):
     """Gradients ``(dq, dk, dv)``, each (B, T, C), of :func:`attention_forward`."""
     q, k, v, att = cache
     B, nh, T, hs = q.shape
-    dy = dout.reshape(B, T, nh, hs).transpose(0, 2, 1, 3)  # (B, nh, T, hs)
-    datt = dy @ v.transpose(0, 1, 3, 2)  # (B, nh, T, T)
-    dv = att.transpose(0, 1, 3, 2) @ dy  # (B, nh, T, hs)
-    dscores = softmax_backward(datt, att) * (1.0 / math.sqrt(hs))  # masked entries: att = 0 -> 0
-    dq = dscores @ k  # (B, nh, T, hs)
-    dk = dscores.transpose(0, 1, 3, 2) @ q  # (B, nh, T, hs)
-    merge = lambda a: a.transpose(0, 2, 1, 3).reshape(B, T, nh * hs)
-    return merge(dq), merge(dk), merge(dv)
+    # the matmuls below write each head's gradient straight into its columns (no transpose copies)
+    dq, dk, dv = (np.empty((B, T, nh * hs), dtype=att.dtype) for _ in range(3))
+    dy = _heads(dout, nh)  # (B, nh, T, hs)
+    np.matmul(att.transpose(0, 1, 3, 2), dy, out=_heads(dv, nh))  # dv = att^T dy
+    dscores = dy @ v.transpose(0, 1, 3, 2)  # datt (B, nh, T, T), turned into dscores in place:
+    dscores -= np.einsum("...i,...i->...", dscores, att)[..., None]  # softmax backward,
+    dscores *= att  # p * (datt - sum(datt * p)); masked entries: att = 0 -> 0
+    dscores *= 1.0 / math.sqrt(hs)
+    np.matmul(dscores, k, out=_heads(dq, nh))  # (B, nh, T, hs)
+    np.matmul(dscores.transpose(0, 1, 3, 2), q, out=_heads(dk, nh))  # (B, nh, T, hs)
+    return dq, dk, dv
 
 
 # ----------------------------------------------------------------------------- losses

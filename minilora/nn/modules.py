@@ -264,8 +264,12 @@ class Block(Module):
         return x + self.mlp_drop.forward(self.mlp.forward(self.ln_2.forward(x)))
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
-        dx = dout + self.ln_2.backward(self.mlp.backward(self.mlp_drop.backward(dout)))
-        return dx + self.ln_1.backward(self.attn.backward(dx))
+        # LayerNorm.backward returns a fresh array: the residual gradients are added into it in place
+        dx = self.ln_2.backward(self.mlp.backward(self.mlp_drop.backward(dout)))
+        dx += dout
+        dx_attn = self.ln_1.backward(self.attn.backward(dx))
+        dx_attn += dx
+        return dx_attn
 
 
 __all__ = ["Module", "ModuleList", "Linear", "Embedding", "LayerNorm", "Dropout", "MLP",
