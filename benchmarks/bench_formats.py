@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 from _timing import best_time, report  # noqa: E402
 
 from minilora.formats import BF16, FP8_E4M3, FP8_E5M2, FP16, decode, encode  # noqa: E402
