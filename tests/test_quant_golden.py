@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from conftest import load_golden
 
 from minilora.quant import (
     create_dynamic_map,
@@ -16,7 +17,6 @@ from minilora.quant import (
     quantize_4bit,
     quantize_blockwise,
 )
-from tests.conftest import load_golden
 
 G = load_golden("quant")
 

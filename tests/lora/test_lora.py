@@ -4,11 +4,11 @@ import warnings
 
 import numpy as np
 import pytest
+from conftest import load_golden
 
 from minilora.nn import MLP, Linear
 from minilora.nn.gradcheck import gradcheck
 from minilora.peft import INIT_CHOICES, LoraConfig, LoRALinear, init_lora_matrices, lora_scaling
-from tests.conftest import load_golden
 
 G = load_golden("lora")
 CASES = range(int(G["n_cases"]))
