@@ -58,6 +58,7 @@ __all__ = [
 ]
 
 _U32_SIGN = 0x80000000
+_BLOCK = 1 << 16  # elements per cache block in encode/decode (3 uint32 work arrays: 768 KiB)
 _U32_ABS = 0x7FFFFFFF
 
 
@@ -270,43 +271,55 @@ def encode(x: Any, fmt: FloatFormat | str, saturate: bool = False) -> Any:
         out = xp.where(xp.isnan(x.reshape(-1)), xp.uint32(FP32.nan_bits), u & xp.uint32(_U32_ABS))
         return (out | (u & xp.uint32(_U32_SIGN))).reshape(shape)
 
+    out = xp.empty(u.size, dtype=fmt.storage_dtype)
+    # Cache blocking: a loop over blocks of _BLOCK elements (not over elements), so that the few
+    # working arrays of one block stay in the CPU cache between the in-place passes. On the GPU the
+    # whole array is one block.
+    step = u.size if xp is not np else _BLOCK
+    for start in range(0, u.size, max(step, 1)):
+        _encode_block(u[start:start + step], fmt, saturate, out[start:start + step])
+    return out.reshape(shape)
+
+
+def _encode_block(u: Any, fmt: FloatFormat, saturate: bool, out: Any) -> None:
+    """Encode float32 bits ``u`` (uint32, 1-D) into ``out`` (the format's storage dtype), in place."""
+    xp = backend.xp()
     sign_bit = 1 << (fmt.bits - 1)
     if fmt.exp_bits == 8:
         # BF16 shares float32's exponent: no re-biasing, and float32 subnormals become BF16 subnormals
         # by the same rounding. Round the 16 dropped bits half to even, sign included (only NaNs can
         # carry into the sign bit, and they are fixed below); overflow rounds up to inf by itself.
-        out = u >> xp.uint32(16)
-        out &= xp.uint32(1)
-        out += xp.uint32(0x7FFF)
-        out += u
-        out >>= xp.uint32(16)
-        rare_mask = xp.isnan(x.reshape(-1))
+        bits = u >> xp.uint32(16)
+        bits &= xp.uint32(1)
+        bits += xp.uint32(0x7FFF)
+        bits += u
+        bits >>= xp.uint32(16)
+        rare_mask = (u & xp.uint32(_U32_ABS)) > xp.uint32(0x7F800000)  # NaN
         if saturate:
-            rare_mask |= (out & xp.uint32(0x7FFF)) == xp.uint32(0x7F80)  # rounded to ±inf
-        rare = xp.flatnonzero(rare_mask)
+            rare_mask |= (bits & xp.uint32(0x7FFF)) == xp.uint32(0x7F80)  # rounded to ±inf
     else:
         # common case: normal in the target (step 1 of _encode_magnitude, in place on one buffer)
         shift = 23 - fmt.man_bits
         min_normal_bits = (128 - fmt.bias) << 23  # float32 bits of the target's smallest normal, 2^(1 − bias)
-        out = u & xp.uint32(_U32_ABS)  # |x| as bits
-        rare_mask = out < xp.uint32(min_normal_bits)  # subnormal in the target
-        out -= xp.uint32((127 - fmt.bias) << 23)  # re-bias the exponent (wraps for tiny |x|: fixed below)
-        lsb = out >> xp.uint32(shift)
+        bits = u & xp.uint32(_U32_ABS)  # |x| as bits
+        rare_mask = bits < xp.uint32(min_normal_bits)  # subnormal in the target
+        bits -= xp.uint32((127 - fmt.bias) << 23)  # re-bias the exponent (wraps for tiny |x|: fixed below)
+        lsb = bits >> xp.uint32(shift)
         lsb &= xp.uint32(1)
         lsb += xp.uint32((1 << (shift - 1)) - 1)  # + half − 1, + 1 more when the kept lsb is odd: ties to even
-        out += lsb
-        out >>= xp.uint32(shift)
-        rare_mask |= out > xp.uint32(fmt.max_bits)  # overflow, inf, NaN
-        rare = xp.flatnonzero(rare_mask)
+        bits += lsb
+        bits >>= xp.uint32(shift)
+        rare_mask |= bits > xp.uint32(fmt.max_bits)  # overflow, inf, NaN
         # sign: moved from bit 31 to the format's top bit, reusing the scratch buffer
         xp.right_shift(u, xp.uint32(32 - fmt.bits), out=lsb)
         lsb &= xp.uint32(sign_bit)
-        out |= lsb
+        bits |= lsb
+    rare = xp.flatnonzero(rare_mask)
     if rare.size:  # the full rule (subnormals, overflow, inf, NaN) on the few elements that need it
         ur = u[rare]
-        out[rare] = _encode_magnitude(ur & xp.uint32(_U32_ABS), fmt, saturate) | (
+        bits[rare] = _encode_magnitude(ur & xp.uint32(_U32_ABS), fmt, saturate) | (
             (ur >> xp.uint32(32 - fmt.bits)) & xp.uint32(sign_bit))
-    return out.astype(fmt.storage_dtype).reshape(shape)
+    out[...] = bits  # narrowing to the storage dtype: every value fits
 
 
 def _decode_general(b: Any, fmt: FloatFormat) -> Any:
@@ -349,28 +362,39 @@ def decode(bits: Any, fmt: FloatFormat | str) -> Any:
         raise ValueError(f"bits hold values outside [0, 2**{fmt.bits}) for {fmt.name}; "
                          f"pass {fmt.storage_dtype} patterns as returned by encode()")
     shape = bits.shape
-    b = bits.reshape(-1).astype(xp.uint32) & xp.uint32((1 << fmt.bits) - 1)
-    if fmt == FP32:
+    flat = bits.reshape(-1)
+    if fmt.exp_bits == 8:  # FP32, or BF16: the top half of a float32
+        b = flat.astype(xp.uint32)
+        if fmt == BF16:
+            b &= xp.uint32(0xFFFF)
+            b <<= xp.uint32(16)
         return b.view(xp.float32).reshape(shape)
-    if fmt.exp_bits == 8:  # BF16: the top half of a float32
-        b <<= xp.uint32(16)
-        return b.view(xp.float32).reshape(shape)
+    out = xp.empty(flat.size, dtype=xp.uint32)
+    step = flat.size if xp is not np else _BLOCK  # cache blocking, as in encode
+    for start in range(0, flat.size, max(step, 1)):
+        _decode_block(flat[start:start + step], fmt, out[start:start + step])
+    return out.view(xp.float32).reshape(shape)
+
+
+def _decode_block(bits: Any, fmt: FloatFormat, out: Any) -> None:
+    """Decode patterns ``bits`` (1-D) of a format with fewer than 8 exponent bits into ``out`` (uint32)."""
+    xp = backend.xp()
+    b = bits.astype(xp.uint32)
+    b &= xp.uint32((1 << fmt.bits) - 1)
     # common case, in place: a normal number; move the fields into float32's places and re-bias
     m = fmt.man_bits
-    out = b & xp.uint32((1 << (fmt.bits - 1)) - 1)
+    xp.bitwise_and(b, xp.uint32((1 << (fmt.bits - 1)) - 1), out=out)
     out <<= xp.uint32(23 - m)
     out += xp.uint32((127 - fmt.bias) << 23)
     sign = b >> xp.uint32(fmt.bits - 1)
     sign <<= xp.uint32(31)
     out |= sign
     # the rest: exponent field 0 (zero, subnormal) or all ones (inf, NaN; for E4M3 also normals)
-    field = b & xp.uint32(((1 << fmt.exp_bits) - 1) << m)
+    field = xp.bitwise_and(b, xp.uint32(((1 << fmt.exp_bits) - 1) << m), out=sign)
     field -= xp.uint32(1 << m)  # 0 wraps to the top, so one comparison finds both ends
     rare = xp.flatnonzero(field >= xp.uint32(((1 << fmt.exp_bits) - 2) << m))
-    out = out.view(xp.float32)
     if rare.size:
-        out[rare] = _decode_general(b[rare], fmt)
-    return out.reshape(shape)
+        out[rare] = _decode_general(b[rare], fmt).view(xp.uint32)
 
 
 def round_to(x: Any, fmt: FloatFormat | str, saturate: bool = False) -> Any:
