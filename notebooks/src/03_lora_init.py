@@ -167,7 +167,7 @@ plt.show()
 # the grid is coarse (factors of 2), and "B random" is drawn as `nn.Linear` would draw it (U(±1/√r)),
 # which is one choice among many. Exercise 2 asks you to vary it.
 #
-# The figure `lora_init.png` (`python -m minilora figures lora_init`) puts the three views side by side.
+# The figure `lora_init.png` (`python -m minilora figures lora_init`) shows these views together (step 0, the teacher, the GPT and the sweep).
 #
 # ## Exercises
 #
