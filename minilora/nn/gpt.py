@@ -120,7 +120,8 @@ class GPT(Module):
         """
         idx = self._check_inputs(idx, targets)
         B, T = idx.shape
-        x = self.wte.forward(idx) + self.wpe.forward(np.arange(T))  # (B, T, C)
+        x = self.wte.forward(idx)  # (B, T, C), a fresh array (fancy indexing): add positions in place
+        x += self.wpe.forward(np.arange(T))  # (T, C) broadcast over the batch
         x = self.drop.forward(x)
         for block in self.blocks:
             x = block.forward(x)
