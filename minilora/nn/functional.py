@@ -95,14 +95,14 @@ def embedding_backward(dout: np.ndarray, cache) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- layernorm
-def layernorm_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray, eps: float = LN_EPS):
+def layernorm_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray, eps: float = LN_EPS, alloc=fresh):
     """LayerNorm over the last axis (Ba et al. 2016): ``(x - mean) * rstd * w + b``.
 
-    The cache keeps ``norm = (x - mean) * rstd``, ``w`` and ``rstd = 1 / sqrt(var + eps)`` (biased
-    variance), as llm.c does.
+    The cache keeps ``norm = (x - mean) * rstd`` (in ``alloc("ln_norm", ...)``), ``w`` and
+    ``rstd = 1 / sqrt(var + eps)`` (biased variance), as llm.c does.
     """
     mean = x.mean(axis=-1, keepdims=True)  # (..., 1)
-    norm = x - mean  # (..., C); becomes norm in place below
+    norm = np.subtract(x, mean, out=alloc("ln_norm", x.shape, x.dtype))  # (..., C); normalised in place below
     out = norm * norm  # the output buffer holds the squares first: one full-size temporary fewer
     var = out.mean(axis=-1, keepdims=True)  # (..., 1)
     rstd = 1.0 / np.sqrt(var + eps)  # (..., 1)
@@ -264,36 +264,45 @@ def attention_backward(dout: np.ndarray, cache, alloc=fresh):
 
 
 # ----------------------------------------------------------------------------- losses
-def cross_entropy_forward(logits: np.ndarray, targets: np.ndarray, ignore_index: int = IGNORE_INDEX):
+def cross_entropy_forward(logits: np.ndarray, targets: np.ndarray, ignore_index: int = IGNORE_INDEX,
+                          alloc=fresh):
     """Mean cross-entropy over the targets that are not ``ignore_index``.
 
     Parameters
     ----------
     logits : (..., V) float array.  targets : (...) integer array of class ids or ``ignore_index``.
+    alloc : where the cached softmax ``"ce_probs"`` (N, V) is written (default: a fresh array).
 
     Returns
     -------
-    loss : Python float; cache : ``(probs, targets, mask, count)``.
+    loss : Python float; cache : ``(probs, targets, mask, count, shape)``.
     """
     V = logits.shape[-1]
     z = logits.reshape(-1, V)
     t = targets.reshape(-1)
     mask = t != ignore_index
     count = max(int(mask.sum()), 1)
-    zmax = z.max(axis=-1, keepdims=True)
-    e = np.exp(z - zmax)
-    s = e.sum(axis=-1, keepdims=True)
-    probs = e / s  # (N, V)
     tt = np.where(mask, t, 0)
-    logp = (z - zmax - np.log(s))[np.arange(z.shape[0]), tt]  # (N,)
+    rows = np.arange(z.shape[0])
+    # probs holds z - zmax, then exp(z - zmax), then the softmax: in place, one (N, V) array in all
+    probs = np.subtract(z, z.max(axis=-1, keepdims=True), out=alloc("ce_probs", z.shape, z.dtype))
+    shifted = probs[rows, tt]  # (N,) z - zmax at the targets, read before the exp overwrites it
+    np.exp(probs, out=probs)
+    s = probs.sum(axis=-1, keepdims=True)  # (N, 1)
+    probs /= s  # (N, V)
+    logp = shifted - np.log(s[:, 0])  # (N,) log-softmax at the targets
     loss = float(-(logp * mask).sum() / count)
     return loss, (probs, tt, mask, count, logits.shape)
 
 
-def cross_entropy_backward(dloss: float, cache) -> np.ndarray:
-    """``dlogits = (softmax - onehot(targets)) * mask / count * dloss``, shaped like the logits."""
+def cross_entropy_backward(dloss: float, cache, alloc=fresh) -> np.ndarray:
+    """``dlogits = (softmax - onehot(targets)) * mask / count * dloss``, shaped like the logits.
+
+    Written into ``alloc("ce_dlogits", ...)``.
+    """
     probs, tt, mask, count, shape = cache
-    dlogits = probs.copy()
+    dlogits = alloc("ce_dlogits", probs.shape, probs.dtype)
+    dlogits[...] = probs
     dlogits[np.arange(probs.shape[0]), tt] -= 1.0
     dlogits *= (mask * (dloss / count))[:, None].astype(probs.dtype)
     return dlogits.reshape(shape)

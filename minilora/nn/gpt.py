@@ -128,14 +128,15 @@ class GPT(Module):
         logits = self.lm_head.forward(self.ln_f.forward(x))  # (B, T, V)
         loss = None
         if targets is not None:
-            loss, self.loss_cache = F.cross_entropy_forward(logits, targets)
+            # the softmax (cached) and dlogits live in work buffers: both stay inside the model
+            loss, self.loss_cache = F.cross_entropy_forward(logits, targets, alloc=self._buf)
         return logits, loss
 
     def backward(self, dloss: float = 1.0) -> None:
         """Backpropagate ``dloss`` times the last loss into the grads of all trainable parameters."""
         if self.loss_cache is None:
             raise ValueError("backward() needs a forward(idx, targets) with targets first")
-        dx = self.lm_head.backward(F.cross_entropy_backward(dloss, self.loss_cache))  # (B, T, C)
+        dx = self.lm_head.backward(F.cross_entropy_backward(dloss, self.loss_cache, self._buf))  # (B, T, C)
         self.loss_cache = None
         dx = self.ln_f.backward(dx)
         for block in reversed(list(self.blocks)):

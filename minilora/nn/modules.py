@@ -124,7 +124,9 @@ class LayerNorm(Module):
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         _check_dim("x", x, self.n)
-        out, self.cache = F.layernorm_forward(x, self._params["weight"], self._params["bias"], self.eps)
+        # norm (cached for backward) lives in a work buffer; out is fresh
+        out, self.cache = F.layernorm_forward(x, self._params["weight"], self._params["bias"], self.eps,
+                                              self._buf)
         return out
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
