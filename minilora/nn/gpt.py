@@ -120,21 +120,23 @@ class GPT(Module):
         """
         idx = self._check_inputs(idx, targets)
         B, T = idx.shape
-        x = self.wte.forward(idx) + self.wpe.forward(np.arange(T))  # (B, T, C)
+        x = self.wte.forward(idx)  # (B, T, C), a fresh array (fancy indexing): add positions in place
+        x += self.wpe.forward(np.arange(T))  # (T, C) broadcast over the batch
         x = self.drop.forward(x)
         for block in self.blocks:
             x = block.forward(x)
         logits = self.lm_head.forward(self.ln_f.forward(x))  # (B, T, V)
         loss = None
         if targets is not None:
-            loss, self.loss_cache = F.cross_entropy_forward(logits, targets)
+            # the softmax (cached) and dlogits live in work buffers: both stay inside the model
+            loss, self.loss_cache = F.cross_entropy_forward(logits, targets, alloc=self._buf)
         return logits, loss
 
     def backward(self, dloss: float = 1.0) -> None:
         """Backpropagate ``dloss`` times the last loss into the grads of all trainable parameters."""
         if self.loss_cache is None:
             raise ValueError("backward() needs a forward(idx, targets) with targets first")
-        dx = self.lm_head.backward(F.cross_entropy_backward(dloss, self.loss_cache))  # (B, T, C)
+        dx = self.lm_head.backward(F.cross_entropy_backward(dloss, self.loss_cache, self._buf))  # (B, T, C)
         self.loss_cache = None
         dx = self.ln_f.backward(dx)
         for block in reversed(list(self.blocks)):

@@ -66,7 +66,11 @@ class Linear(Module):
     def forward(self, x: np.ndarray) -> np.ndarray:
         """x: (..., in_features) -> (..., out_features)."""
         _check_dim("x", x, self.in_features)
-        out, self.cache = F.linear_forward(x, self.weight, self.bias)
+        # the output reuses last step's array when every caller has dropped it (Module._out_buf):
+        # a fresh (B*T, out) array each step costs page faults, the biggest cost left after the GEMMs
+        N = x.size // self.in_features
+        out = self._out_buf("out", (N, self.out_features), np.result_type(x.dtype, self.weight.dtype))
+        out, self.cache = F.linear_forward(x, self.weight, self.bias, out=out)
         return out
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
@@ -124,7 +128,9 @@ class LayerNorm(Module):
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         _check_dim("x", x, self.n)
-        out, self.cache = F.layernorm_forward(x, self._params["weight"], self._params["bias"], self.eps)
+        # norm (cached for backward) lives in a work buffer; out is fresh
+        out, self.cache = F.layernorm_forward(x, self._params["weight"], self._params["bias"], self.eps,
+                                              self._buf)
         return out
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
@@ -191,12 +197,16 @@ class MLP(Module):
         for name, d_in, d_out in zip(self.layer_names, sizes[:-1], sizes[1:]):
             setattr(self, name, Linear(d_in, d_out, bias=bias, seed=rng, dtype=dtype))
 
+    def _alloc(self, i: int):
+        """``alloc`` for the i-th activation: its intermediates live in this MLP's work buffers."""
+        return lambda name, shape, dtype: self._buf(f"{name}{i}", shape, dtype)
+
     def forward(self, x: np.ndarray) -> np.ndarray:
         act, caches = ACTIVATIONS[self.activation][0], []
         for i, name in enumerate(self.layer_names):
             x = getattr(self, name).forward(x)
             if i < len(self.layer_names) - 1:
-                x, c = act(x)
+                x, c = act(x, self._alloc(i))  # x: a work buffer, kept by the next layer's cache
                 caches.append(c)
         self.cache = caches
         return x
@@ -206,7 +216,7 @@ class MLP(Module):
         for i in reversed(range(len(self.layer_names))):
             dout = getattr(self, self.layer_names[i]).backward(dout)
             if i > 0:
-                dout = act_bwd(dout, caches[i - 1])
+                dout = act_bwd(dout, caches[i - 1], self._alloc(i - 1))
         self.cache = None
         return dout
 
@@ -233,12 +243,13 @@ class CausalSelfAttention(Module):
         if x.ndim != 3:
             raise ValueError(f"x must be (B, T, C), got shape {tuple(x.shape)}")
         q, k, v = self.q_proj.forward(x), self.k_proj.forward(x), self.v_proj.forward(x)  # (B, T, C) each
-        y, self.cache = F.attention_forward(q, k, v, self.n_head)  # (B, T, C)
+        # att and y live in work buffers (internal: y is only kept by o_proj's cache until backward)
+        y, self.cache = F.attention_forward(q, k, v, self.n_head, self._buf)  # (B, T, C)
         return self.resid_drop.forward(self.o_proj.forward(y))
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
         dy = self.o_proj.backward(self.resid_drop.backward(dout))
-        dq, dk, dv = F.attention_backward(dy, self.cache)
+        dq, dk, dv = F.attention_backward(dy, self.cache, self._buf)  # work buffers, consumed below
         self.cache = None
         return self.q_proj.backward(dq) + self.k_proj.backward(dk) + self.v_proj.backward(dv)
 
@@ -260,8 +271,12 @@ class Block(Module):
         self.mlp_drop = Dropout(dropout, seed=rng)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        x = x + self.attn.forward(self.ln_1.forward(x))
-        return x + self.mlp_drop.forward(self.mlp.forward(self.ln_2.forward(x)))
+        # each branch returns a fresh array (a Linear's output) that only we hold: add the residual into it
+        h = self.attn.forward(self.ln_1.forward(x))  # (B, T, C)
+        h += x
+        out = self.mlp_drop.forward(self.mlp.forward(self.ln_2.forward(h)))  # (B, T, C)
+        out += h
+        return out
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
         # LayerNorm.backward returns a fresh array: the residual gradients are added into it in place
