@@ -43,20 +43,19 @@ def fresh(name: str, shape: tuple[int, ...], dtype) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- linear
-def linear_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, out: np.ndarray | None = None):
+def linear_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None):
     """``y = x @ w.T + b`` for any leading dimensions.
 
     Parameters
     ----------
     x : (..., in) array.  w : (out, in) array.  b : (out,) array or None.
-    out : optional (N, out) array, ``N = x.size // in``, to write the result into (default: a new one).
 
     Returns
     -------
     out : (..., out) array; cache : ``(x, w, has_bias)``.
     """
     # one 2-D GEMM: NumPy runs a stacked (3-D) @ transposed (2-D) product without BLAS, ~25x slower
-    out = np.matmul(x.reshape(-1, w.shape[1]), w.T, out=out)  # (N, out)
+    out = x.reshape(-1, w.shape[1]) @ w.T  # (N, out)
     if b is not None:
         out += b
     return out.reshape(*x.shape[:-1], w.shape[0]), (x, w, b is not None)

@@ -33,10 +33,6 @@ work buffers
     Its contents are overwritten on the module's next forward/backward, so a buffer only ever holds a
     module's *internal* values (caches and temporaries, e.g. the GELU output inside an MLP), never an
     array that ``forward`` or ``backward`` returns: those are always fresh, owned by the caller.
-    ``_out_buf(name, shape, dtype)`` is the one exception, for returned arrays: it hands back the array
-    returned last time only when no one else holds a reference to it any more (its reference count says
-    so, the test NumPy's own temporary elision uses), else a new one. A caller that keeps an output
-    therefore never sees it overwritten (``tests/nn/test_modules.py`` checks both ways).
 
 Departure from PyTorch: no autograd graph. Each module's ``backward`` is written by hand and must be
 called in reverse order of the forwards (a model's ``backward`` does that for its children).
@@ -44,24 +40,10 @@ called in reverse order of the forwards (a model's ``backward`` does that for it
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
-
-
-def _sole_refs() -> int:
-    """``sys.getrefcount`` of an array held only by a dict and a local, measured as ``_out_buf`` does.
-
-    Measured rather than assumed: interpreters differ in whether a local counts as a reference.
-    """
-    bufs = {"x": np.empty(0)}
-    buf = bufs.get("x")
-    return sys.getrefcount(buf)
-
-
-_SOLE_REFS = _sole_refs()
 
 
 class Module:
@@ -80,14 +62,6 @@ class Module:
         """A work buffer kept across calls (uninitialised, overwritten by the caller; see the protocol)."""
         buf = self._bufs.get(name)
         if buf is None or buf.shape != tuple(shape) or buf.dtype != dtype:
-            self._bufs[name] = buf = np.empty(shape, dtype=dtype)
-        return buf
-
-    def _out_buf(self, name: str, shape: tuple[int, ...], dtype) -> np.ndarray:
-        """An array to return: last call's ``name`` array if only this module still holds it, else a new one."""
-        buf = self._bufs.get(name)
-        if (buf is None or buf.shape != tuple(shape) or buf.dtype != dtype
-                or sys.getrefcount(buf) > _SOLE_REFS):
             self._bufs[name] = buf = np.empty(shape, dtype=dtype)
         return buf
 

@@ -66,11 +66,7 @@ class Linear(Module):
     def forward(self, x: np.ndarray) -> np.ndarray:
         """x: (..., in_features) -> (..., out_features)."""
         _check_dim("x", x, self.in_features)
-        # the output reuses last step's array when every caller has dropped it (Module._out_buf):
-        # a fresh (B*T, out) array each step costs page faults, the biggest cost left after the GEMMs
-        N = x.size // self.in_features
-        out = self._out_buf("out", (N, self.out_features), np.result_type(x.dtype, self.weight.dtype))
-        out, self.cache = F.linear_forward(x, self.weight, self.bias, out=out)
+        out, self.cache = F.linear_forward(x, self.weight, self.bias)
         return out
 
     def backward(self, dout: np.ndarray) -> np.ndarray:

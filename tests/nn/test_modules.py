@@ -150,20 +150,3 @@ def test_state_dict_roundtrip_and_repr():
     with pytest.raises(ValueError, match="missing"):
         b.load_state_dict({"up_proj.weight": a.params["up_proj.weight"]})
     assert "up_proj" in repr(a) and "Linear(in_features=3" in repr(a)
-
-
-def test_linear_output_reused_only_when_no_one_holds_it():
-    """Linear.forward reuses last call's output array (Module._out_buf) only once the caller dropped it."""
-    lin = Linear(3, 4, seed=0)
-    x1, x2 = np.ones((5, 3), np.float32), np.full((5, 3), 2.0, np.float32)
-    y1 = lin.forward(x1)
-    kept = y1.copy()
-    y2 = lin.forward(x2)  # y1 is still held here: a new array, y1 untouched
-    assert not np.shares_memory(y1, y2)
-    np.testing.assert_array_equal(y1, kept)
-    base = y2.base if y2.base is not None else y2
-    addr = base.__array_interface__["data"][0]
-    del y1, y2, base
-    y3 = lin.forward(x1)  # nobody holds the last output: its memory is reused
-    assert y3.__array_interface__["data"][0] == addr
-    np.testing.assert_array_equal(y3, kept)
