@@ -82,6 +82,8 @@ def execute(nb: nbformat.NotebookNode, cwd: Path, timeout: int = 600) -> nbforma
         os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), path) if p)
 
     NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(cwd)}}).execute()
+    for cell in nb.cells:  # drop execution timestamps: a rebuild that changes no output changes no byte
+        cell.metadata.pop("execution", None)
     return nb
 
 
