@@ -189,6 +189,7 @@ def finetune_gpt(
     progress: bool = False,
     include_step0: bool = False,
     pretrained: bool = False,
+    quant: dict | None = None,
 ) -> tuple:
     """Fine-tune ``base`` (a GPT, changed in place) on :data:`minilora.data.HELDOUT_TASK`.
 
@@ -198,8 +199,10 @@ def finetune_gpt(
 
     Parameters
     ----------
-    method : ``"lora"`` (inject ``config``, default ``LoraConfig()``) or ``"full"`` (every parameter trains).
-    lr : AdamW learning rate (default 1e-2 for LoRA, 1e-3 for full fine-tuning).
+    method : ``"lora"`` (inject ``config``, default ``LoraConfig()``), ``"qlora"`` (the same adapters on a 4-bit
+        base: :func:`minilora.peft.qlora.prepare_qlora`, which ``quant`` configures) or ``"full"`` (every
+        parameter trains).
+    lr : AdamW learning rate (default 1e-2 for LoRA and QLoRA, 1e-3 for full fine-tuning).
     eval_every : evaluate (held-out loss and accuracies) every this many steps and after the last (0: only
         after the last).
     include_step0 : put the evaluation of the model as it starts (after injection, before any step) at the
@@ -216,8 +219,8 @@ def finetune_gpt(
     from minilora.data import PRETRAIN_TASKS, accuracy, exact_match, heldout_eval_batch, heldout_train_data
     from minilora.optim import AdamW
 
-    if method not in ("lora", "full"):
-        raise ValueError(f"method must be 'lora' or 'full', got {method!r}")
+    if method not in ("lora", "qlora", "full"):
+        raise ValueError(f"method must be 'lora', 'qlora' or 'full', got {method!r}")
     eval_batch = heldout_eval_batch()
     before = accuracy(base, *eval_batch)
     loss_before = evaluate(base, eval_batch)
@@ -226,6 +229,11 @@ def finetune_gpt(
         report["pretrained_before"] = float(np.mean([exact_match(base, task) for task in PRETRAIN_TASKS]))
     if method == "lora":
         model = inject_lora(base, config or LoraConfig(), seed=seed)
+        lr = 1e-2 if lr is None else lr
+    elif method == "qlora":
+        from minilora.peft.qlora import prepare_qlora
+
+        model = prepare_qlora(base, config or LoraConfig(), seed=seed, **(quant or {}))
         lr = 1e-2 if lr is None else lr
     else:
         model = base.unfreeze()

@@ -25,7 +25,6 @@ from minilora.peft import LoraConfig, inject_lora
 from minilora.peft.memory import METHODS, MemoryBreakdown, activation_bytes, measure, weight_bytes
 from minilora.peft.paged import DeviceMemory, PagedAdamW, train_steps
 from minilora.peft.qlora import prepare_qlora
-from minilora.train import train
 
 #: the adapter used for both LoRA and QLoRA here: QLoRA's choice of every linear layer, r = 8, α = 16
 QLORA_CONFIG = LoraConfig(r=8, lora_alpha=16, target_modules="all-linear")
@@ -36,20 +35,12 @@ def finetune_qlora(base, config: LoraConfig | None = None, steps: int = 150, lr:
                    **quant) -> tuple:
     """QLoRA-fine-tune ``base`` (changed in place) on the held-out task; returns ``(model, history, report)``.
 
+    The recipe of :func:`~minilora.lora_experiments.finetune_gpt` (same data, AdamW, seed) on a 4-bit base;
     ``quant`` goes to :func:`~minilora.peft.qlora.prepare_qlora` (blocksize, quant_type, compress_statistics,
-    compute_format). The report has the keys of ``finetune_gpt``'s.
+    compute_format). ``config`` defaults to QLoRA's all-linear adapters.
     """
-    eval_idx, eval_tgt = data.heldout_eval_batch()
-    before = data.accuracy(base, eval_idx, eval_tgt)
-    model = prepare_qlora(base, config or QLORA_CONFIG, seed=seed, **quant)
-    hist = train(model, data.heldout_train_data(batch_size, seed=seed), AdamW(model, lr=lr, weight_decay=0.0),
-                 steps=steps, eval_every=eval_every, eval_fn=lambda m: data.accuracy(m, eval_idx, eval_tgt),
-                 progress=progress, desc="finetune (qlora)")
-    after = data.accuracy(model, eval_idx, eval_tgt)
-    report = {"trainable": model.num_params(trainable_only=True), "total": model.num_params(),
-              "exact_match_before": before["exact_match"], "exact_match_after": after["exact_match"],
-              "token_acc_before": before["token_acc"], "token_acc_after": after["token_acc"]}
-    return model, hist, report
+    return finetune_gpt(base, "qlora", config or QLORA_CONFIG, steps=steps, lr=lr, batch_size=batch_size,
+                        eval_every=eval_every, seed=seed, progress=progress, quant=quant)
 
 
 def compare_methods(base, config: LoraConfig | None = None, steps: int = 150, eval_every: int = 10,

@@ -66,8 +66,8 @@ def test_finetune_gpt_full_and_bad_method():
     model, hist, rep = E.finetune_gpt(minilora.load_base_model(), "full", steps=2, batch_size=8)
     assert rep["trainable"] == rep["total"] == model.num_params() and "pretrained_before" not in rep
     assert hist.eval_step == [2]
-    with pytest.raises(ValueError, match="method must be 'lora' or 'full', got 'qlora'"):
-        E.finetune_gpt(minilora.load_base_model(), "qlora")
+    with pytest.raises(ValueError, match="method must be 'lora', 'qlora' or 'full', got 'bogus'"):
+        E.finetune_gpt(minilora.load_base_model(), "bogus")
 
 
 def test_gpt_runs_averages_over_seeds():
