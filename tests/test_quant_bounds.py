@@ -96,5 +96,5 @@ def test_bounds_are_tight(name):
     properties above, in file order; skipped when a property was deselected)."""
     if name not in TIGHTNESS:
         pytest.skip(f"the {name} property did not run in this session")
-    floor = {"int8_matmul": 0.05, "double_quant": 0.5}.get(name, 0.9)   # matmul errors partly cancel over k
+    floor = 0.5 if name == "int8_matmul" else 0.9          # measured: 0.977 for the matmul, > 0.998 for the rest
     assert TIGHTNESS[name] > floor, f"{name}: worst |error| / bound only {TIGHTNESS[name]:.4f}"

@@ -91,8 +91,9 @@ def tensors(*, shape: tuple[int, ...] | None = None, min_dims: int = 1, max_dims
     Parameters
     ----------
     shape : fixed shape, or None to draw one with ``min_dims … max_dims`` axes of ``min_side … max_side``
-        elements each (``max_side`` default: about ``max_size ** (1 / ndim)``), at most ``max_size`` in all;
-        half the sides are lengths kernels special-case (multiples of 16, powers of two and their neighbours).
+        elements each (``max_side`` default: about ``max_size ** (1 / ndim)``, except the last axis, which
+        may take the room the others leave), at most ``max_size`` in all; two sides in three are lengths
+        kernels special-case (multiples of 16, powers of two and their neighbours).
     dtype : ``"float32"`` (default), ``"float16"`` (a float16 array) or ``"bfloat16"`` (a float32 array of
         bfloat16 values: NumPy has no bfloat16).
     scale : ``(smallest, largest)`` typical magnitude, drawn as a power of ten (default ``(1e-40, 1e34)``:
@@ -152,11 +153,12 @@ def _tensors(draw: Any, *, shape: tuple[int, ...] | None, min_dims: int, max_dim
         nd = draw(st.integers(min_dims, max_dims))
         cap = max_side if max_side is not None else max(min_side, 1, int(round(max_size ** (1 / max(nd, 1)))))
         sides: list[int] = []
-        for _ in range(nd):                              # keep the product within max_size
-            top = max(min_side, min(cap, max_size // max(math.prod(sides), 1)))
-            structured = _structured_sides(min_side, top)
-            side = st.integers(min_side, top)
-            sides.append(draw(st.one_of(side, st.sampled_from(structured)) if structured else side))
+        for i in range(nd):                              # keep the product within max_size
+            room = max_size // max(math.prod(sides), 1)
+            top = max(min_side, min(room, cap if i < nd - 1 or max_side is not None else room))
+            choices = [st.integers(min_side, top)]       # the last axis may take the room the others left
+            choices += [st.sampled_from(c) for c in _structured_sides(min_side, top) if c]
+            sides.append(draw(st.one_of(*choices)))
         shape = tuple(sides)
     n = math.prod(shape)
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
@@ -221,11 +223,12 @@ def _ceil_log2(v: float) -> int:
 
 
 @lru_cache(maxsize=256)
-def _structured_sides(low: int, high: int) -> tuple[int, ...]:
-    """Lengths kernels special-case: multiples of 16 (SIMD widths), powers of two and their neighbours."""
-    sides = {16 * k for k in range(1, high // 16 + 1)}
-    sides |= {2**k + d for k in range(1, 14) for d in (-1, 0, 1)}
-    return tuple(sorted(v for v in sides if low <= v <= high))
+def _structured_sides(low: int, high: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Lengths kernels special-case, in ``[low, high]``: multiples of 16 (SIMD widths), and powers of two
+    with their neighbours."""
+    sixteens = tuple(v for v in range(16, high + 1, 16) if v >= low)
+    twos = tuple(sorted({2**k + d for k in range(1, 14) for d in (-1, 0, 1)} & set(range(max(low, 1), high + 1))))
+    return sixteens, twos
 
 
 def _neighbour(m: np.float32, step: int) -> np.float32:
