@@ -17,16 +17,10 @@ hunt for the input that breaks it::
   :func:`assert_codes_equal` — for bit-exactness, where a bound is not the right question.
 
 The bounds themselves live in :mod:`minilora.quant.bounds` (derived in its docstring). docs/testing.md
-walks through a worked example. hypothesis is an optional dependency: ``pip install -e ".[test]"``.
+walks through a worked example. hypothesis is an optional dependency, the ``test`` extra
+(``pip install -e ".[test]"``): without it the assertions and oracles still work, and importing a strategy
+(``from minilora.testing import tensors``) raises an ImportError that names the extra.
 """
-
-try:
-    import hypothesis  # noqa: F401
-except ImportError as e:                                        # pragma: no cover - tested in a subprocess
-    raise ImportError(
-        "minilora.testing needs hypothesis, which is not installed. It comes with minilora's 'test' extra: "
-        "pip install -e \".[test]\" (from a clone) or pip install \"minilora[test]\" (or pip install hypothesis)"
-    ) from e
 
 from minilora.testing.assertions import (
     METHODS,
@@ -36,7 +30,19 @@ from minilora.testing.assertions import (
     correctly_rounded,
 )
 from minilora.testing.oracles import CodeDiff, ExpectedCodes, assert_codes_equal, diff_codes, expected_codes
-from minilora.testing.strategies import BIT_CLASSES, KINDS, blocksizes, code_midpoints, float32_bits, tensors
+from minilora.testing.strategies import BIT_CLASSES, KINDS, MISSING_HYPOTHESIS, code_midpoints
+
+_STRATEGIES = ("tensors", "blocksizes", "float32_bits")
+
+try:
+    import hypothesis  # noqa: F401
+except ImportError:
+    def __getattr__(name: str):                     # ``from minilora.testing import tensors`` names the extra
+        if name in _STRATEGIES:
+            raise ImportError(MISSING_HYPOTHESIS)
+        raise AttributeError(f"module 'minilora.testing' has no attribute {name!r}")
+else:
+    from minilora.testing.strategies import blocksizes, float32_bits, tensors
 
 __all__ = [
     "tensors", "blocksizes", "float32_bits", "code_midpoints", "KINDS", "BIT_CLASSES",

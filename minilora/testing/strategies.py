@@ -29,7 +29,11 @@ from functools import lru_cache
 from typing import Any
 
 import numpy as np
-from hypothesis import strategies as st
+
+try:
+    from hypothesis import strategies as st
+except ImportError:                 # the module still imports (pytest walks every module); using it needs the extra
+    st = None
 
 from minilora.formats import BF16, FP8_E4M3, FP8_E5M2, FP16, FloatFormat, decode, get_format, round_to
 from minilora.quant.double_quant import create_dynamic_map
@@ -47,6 +51,11 @@ DTYPES = ("float32", "float16", "bfloat16")
 MIDPOINT_CODES = ("nf4", "fp4", "dynamic", "int8")
 #: pattern classes of :func:`float32_bits`
 BIT_CLASSES = ("zero", "subnormal", "normal", "tie", "near_tie", "min_normal", "overflow", "max", "inf", "nan")
+
+#: what a strategy raises when hypothesis is missing
+MISSING_HYPOTHESIS = ("the strategies of minilora.testing need hypothesis, which is not installed. It comes with "
+                      "minilora's 'test' extra: pip install -e \".[test]\" (from a clone) or "
+                      "pip install \"minilora[test]\" (or pip install hypothesis)")
 
 F32_MAX = float(np.finfo(np.float32).max)
 _DEFAULT_SCALE = {"float32": (1e-40, 1e34), "bfloat16": (1e-40, 1e34), "float16": (1e-7, 1e4)}
@@ -73,6 +82,11 @@ def code_midpoints(name: str) -> np.ndarray:
         qmax = 2 ** (int(name[3:]) - 1) - 1
         return ((np.arange(-qmax, qmax) + 0.5) / qmax).astype(np.float32)
     raise ValueError(f"unknown codebook {name!r}; allowed: 'nf4', 'fp4', 'dynamic', 'int2' … 'int8'")
+
+
+def _require_hypothesis() -> None:
+    if st is None:
+        raise ImportError(MISSING_HYPOTHESIS)
 
 
 def _check_int(value: Any, name: str, low: int) -> int:
@@ -116,6 +130,7 @@ def tensors(*, shape: tuple[int, ...] | None = None, min_dims: int = 1, max_dims
     >>> @given(x=tensors(max_size=256, blocksize=64))
     ... def test_my_kernel(x): ...
     """
+    _require_hypothesis()
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
     bad = [k for k in kinds if k not in KINDS]
@@ -139,16 +154,17 @@ def tensors(*, shape: tuple[int, ...] | None = None, min_dims: int = 1, max_dims
             max_side = _check_int(max_side, "max_side", max(min_side, 1))
     if blocksize is not None:
         blocksize = _check_int(blocksize, "blocksize", 1)
-    return _tensors(shape=shape, min_dims=min_dims, max_dims=max_dims, min_side=min_side, max_side=max_side,
-                    max_size=max_size, dtype=dtype, exps=(math.floor(math.log10(lo)), math.ceil(math.log10(hi))),
-                    kinds=tuple(kinds), outliers=outliers, zero_blocks=zero_blocks,
-                    midpoints=tuple(midpoints), blocksize=blocksize)
+    exps = (math.floor(math.log10(lo)), math.ceil(math.log10(hi)))
+    return st.composite(_draw_tensor)(shape=shape, min_dims=min_dims, max_dims=max_dims, min_side=min_side,
+                                      max_side=max_side, max_size=max_size, dtype=dtype, exps=exps,
+                                      kinds=tuple(kinds), outliers=outliers, zero_blocks=zero_blocks,
+                                      midpoints=tuple(midpoints), blocksize=blocksize)
 
 
-@st.composite
-def _tensors(draw: Any, *, shape: tuple[int, ...] | None, min_dims: int, max_dims: int, min_side: int,
-             max_side: int | None, max_size: int, dtype: str, exps: tuple[int, int], kinds: tuple[str, ...],
-             outliers: bool, zero_blocks: bool, midpoints: tuple[str, ...], blocksize: int | None) -> np.ndarray:
+def _draw_tensor(draw: Any, *, shape: tuple[int, ...] | None, min_dims: int, max_dims: int, min_side: int,
+                 max_side: int | None, max_size: int, dtype: str, exps: tuple[int, int], kinds: tuple[str, ...],
+                 outliers: bool, zero_blocks: bool, midpoints: tuple[str, ...], blocksize: int | None) -> np.ndarray:
+    """One array for :func:`tensors` (``draw`` is hypothesis' draw function)."""
     if shape is None:
         nd = draw(st.integers(min_dims, max_dims))
         cap = max_side if max_side is not None else max(min_side, 1, int(round(max_size ** (1 / max(nd, 1)))))
@@ -246,6 +262,7 @@ def blocksizes(min_value: int = BLOCKSIZES[0], max_value: int = BLOCKSIZES[-1],
     >>> blocksizes(64, 256)
     sampled_from([64, 128, 256])
     """
+    _require_hypothesis()
     min_value = _check_int(min_value, "min_value", 1)
     max_value = _check_int(max_value, "max_value", min_value)
     if not powers_of_two:
@@ -273,6 +290,7 @@ def float32_bits(formats: tuple[FloatFormat | str, ...] = _LOW_FORMATS, *, min_s
     >>> [hex(b) for b in find(float32_bits(classes=("inf",)), lambda b: True)]    # the simplest example
     ['0x7f800000']
     """
+    _require_hypothesis()
     fmts = tuple(get_format(f) for f in formats)
     bad = [c for c in classes if c not in BIT_CLASSES]
     if bad or not classes:

@@ -195,7 +195,7 @@ def test_report():
     print("\ndequantize_4bit (public, CPU):")
     print(f"  over the bound on {len(FOUND['dequant_4bit_over_bound'])} examples, all of the known native-kernel "
           f"shapes, e.g. {sorted(set(FOUND['dequant_4bit_over_bound']))[:4]}")
-    print(f"  transposed output: {sorted(set(FOUND['dequant_4bit_shape']))[:4]}")
+    print(f"  shape changed: {sorted(set(FOUND['dequant_4bit_shape']))[:4]}")
     print(f"  raised: {sorted({s for s, _ in FOUND['dequant_4bit_raises']})[:4]}")
     if AVX512 and FOUND["dequant_4bit_over_bound"] == [] and FOUND["dequant_4bit_shape"] == []:
         pytest.skip("the 4-bit properties did not run in this session")

@@ -1,5 +1,5 @@
-"""hypothesis is optional: without it minilora.testing says which extra to install; with it, a user's own
-test file imports the kit and runs."""
+"""hypothesis is optional: without it the assertions and oracles work and a strategy's import names the extra
+to install; with it, a user's own test file imports the kit and runs."""
 
 import os
 import subprocess
@@ -8,23 +8,42 @@ import textwrap
 
 from conftest import ROOT
 
+BLOCK = """
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "hypothesis":
+            raise ImportError("hypothesis is blocked")
+sys.meta_path.insert(0, Block())
+"""
 
-def _env():
-    return {**os.environ, "PYTHONPATH": str(ROOT), "OPENBLAS_NUM_THREADS": "1"}
+
+def _run(code, cwd=ROOT):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OPENBLAS_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-c", BLOCK + code], capture_output=True, text=True, env=env, cwd=cwd)
 
 
-def test_without_hypothesis_the_error_names_the_test_extra():
-    code = "import sys; sys.modules['hypothesis'] = None\nimport minilora.testing"
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=_env(), cwd=ROOT)
+def test_without_hypothesis_a_strategy_import_names_the_test_extra():
+    r = _run("from minilora.testing import tensors")
     assert r.returncode != 0
-    assert "ImportError: minilora.testing needs hypothesis" in r.stderr
+    assert "ImportError: the strategies of minilora.testing need hypothesis" in r.stderr
     assert "'test' extra" in r.stderr and 'pip install -e ".[test]"' in r.stderr
+    r = _run("import minilora.testing.strategies as s\ns.blocksizes()")       # the module imports; use raises
+    assert r.returncode != 0 and "'test' extra" in r.stderr
 
 
-def test_the_library_imports_without_hypothesis():
-    code = "import sys; sys.modules['hypothesis'] = None\nimport minilora, minilora.quant.bounds"
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=_env(), cwd=ROOT)
+def test_without_hypothesis_the_assertions_and_oracles_work():
+    r = _run(textwrap.dedent("""
+        import numpy as np
+        from minilora.quant import quantize_4bit, dequantize_4bit
+        from minilora.testing import assert_within_bound, assert_codes_equal
+        x = np.linspace(-1, 1, 100, dtype=np.float32)
+        packed, st = quantize_4bit(x)
+        print(assert_within_bound(x, dequantize_4bit(packed, st), "nf4") <= 1)
+        assert_codes_equal(x, method="nf4", packed=packed)
+    """))
     assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "True"
 
 
 def test_a_users_own_test_file(tmp_path):
@@ -43,7 +62,8 @@ def test_a_users_own_test_file(tmp_path):
         def test_roundtrip(x):
             assert_within_bound(x, my_absmax_roundtrip(x).astype(np.float32), "absmax")
     '''))
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OPENBLAS_NUM_THREADS": "1"}
     r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
-                       capture_output=True, text=True, env=_env(), cwd=tmp_path)
+                       capture_output=True, text=True, env=env, cwd=tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "1 passed" in r.stdout
