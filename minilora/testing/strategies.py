@@ -111,8 +111,8 @@ def tensors(*, shape: tuple[int, ...] | None = None, min_dims: int = 1, max_dims
     dtype : ``"float32"`` (default), ``"float16"`` (a float16 array) or ``"bfloat16"`` (a float32 array of
         bfloat16 values: NumPy has no bfloat16).
     scale : ``(smallest, largest)`` typical magnitude, drawn as a power of ten (default ``(1e-40, 1e34)``:
-        from float32 subnormals to near overflow; ``(1e-7, 1e4)`` for float16). Heavy tails and outliers go
-        up to 1000× beyond ``largest``; values are clipped to the dtype's largest finite value.
+        from float32 subnormals to near overflow; ``(1e-7, 1e4)`` for float16). Heavy tails and outliers
+        (up to 1000×) go beyond ``largest``; values are clipped to the dtype's largest finite value.
     kinds : value distributions to draw from, among :data:`KINDS`.
     outliers : plant up to 3 elements 6×, 60× or 1000× larger than the rest.
     zero_blocks : set up to 2 whole groups (rows, or blocks of ``blocksize``) to exactly 0.
