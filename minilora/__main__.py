@@ -85,7 +85,7 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     import minilora
-    from minilora.lora_experiments import finetune_gpt
+    from minilora.experiments.lora import finetune_gpt
     from minilora.peft import LoraConfig, adapter_nbytes, print_trainable_parameters, save_adapter
 
     try:
@@ -101,7 +101,7 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
             raise ValueError(f"--save must be a directory, got the file {args.save!r}")
         base = minilora.load_base_model()
         if args.method == "qlora":
-            from minilora.qlora_experiments import finetune_qlora, memory_table
+            from minilora.experiments.qlora import finetune_qlora, memory_table
 
             table = memory_table(base, config, batch_size=args.batch_size, seed=args.seed)
             model, _, report = finetune_qlora(base, config, steps=args.steps, lr=args.lr or 1e-2,

@@ -94,7 +94,7 @@ def lora_init() -> Figure:
     """A/B initialization: step-0 gradients, curves on the teacher and on the base GPT, largest stable lr."""
     import numpy as np
 
-    from minilora import lora_experiments as E
+    from minilora.experiments import lora as E
     from minilora.data import low_rank_teacher
     from minilora.peft import LoraConfig
 
@@ -159,7 +159,7 @@ def lora_init() -> Figure:
 @register("lora_rank")
 def lora_rank() -> Figure:
     """Rank sweep on a rank-4 teacher: LoRA with r < r*, = r*, > r* against full fine-tuning."""
-    from minilora import lora_experiments as E
+    from minilora.experiments import lora as E
     from minilora.data import low_rank_teacher
 
     teacher = low_rank_teacher(32, 32, rank=4, seed=0)

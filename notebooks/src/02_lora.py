@@ -20,7 +20,7 @@ import tempfile
 import matplotlib.pyplot as plt
 import numpy as np
 
-from minilora import lora_experiments as E
+from minilora.experiments import lora as E
 from minilora.data import low_rank_teacher
 from minilora.nn import Linear
 from minilora.peft import LoRALinear

@@ -21,7 +21,7 @@
 import matplotlib.pyplot as plt
 import numpy as np
 
-from minilora import lora_experiments as E
+from minilora.experiments import lora as E
 from minilora.data import low_rank_teacher
 from minilora.peft import LoRALinear
 

@@ -25,7 +25,7 @@ from minilora.peft import LoRALinear, QLoRALinear
 from minilora.peft.memory import ModelShape, PAPER_16BIT, estimate, format_table, paper_comparison
 from minilora.peft.qlora import merge_rounding_error
 from minilora.quant import dequantize_4bit, quantize_4bit
-from minilora.qlora_experiments import QLORA_CONFIG, compare_methods, memory_table, paging_demo
+from minilora.experiments.qlora import QLORA_CONFIG, compare_methods, memory_table, paging_demo
 
 base = minilora.load_base_model()
 print(base)

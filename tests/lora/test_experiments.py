@@ -1,10 +1,10 @@
-"""minilora.lora_experiments: the functions behind the LoRA notebooks, figures and CLI (short runs)."""
+"""minilora.experiments.lora: the functions behind the LoRA notebooks, figures and CLI (short runs)."""
 
 import numpy as np
 import pytest
 
 import minilora
-from minilora import lora_experiments as E
+from minilora.experiments import lora as E
 from minilora.data import low_rank_teacher
 from minilora.peft import LoraConfig, lora_modules
 

@@ -1,7 +1,7 @@
 """The QLoRA experiments of the notebook, figure and CLI, as functions (no logic lives only in a notebook).
 
 * :func:`finetune_qlora` — the shipped base GPT fine-tuned on :data:`minilora.data.HELDOUT_TASK` with QLoRA,
-  with the recipe of :func:`minilora.lora_experiments.finetune_gpt` (same data stream, AdamW, learning rate,
+  with the recipe of :func:`minilora.experiments.lora.finetune_gpt` (same data stream, AdamW, learning rate,
   seed and LoRA initialization), so that its result is directly comparable with ``"lora"`` and ``"full"``;
 * :func:`compare_methods` — full fine-tuning, LoRA and QLoRA from the same base: histories and reports;
 * :func:`memory_table` — the bytes of each method measured on the real arrays of the base GPT
@@ -20,7 +20,7 @@ import copy
 import numpy as np
 
 from minilora import data
-from minilora.lora_experiments import finetune_gpt
+from minilora.experiments.lora import finetune_gpt
 from minilora.optim import AdamW
 from minilora.peft import LoraConfig, inject_lora
 from minilora.peft.memory import METHODS, MemoryBreakdown, activation_bytes, measure, weight_bytes
@@ -36,7 +36,7 @@ def finetune_qlora(base, config: LoraConfig | None = None, steps: int = 150, lr:
                    **quant) -> tuple:
     """QLoRA-fine-tune ``base`` (changed in place) on the held-out task; returns ``(model, history, report)``.
 
-    The recipe of :func:`~minilora.lora_experiments.finetune_gpt` (same data, AdamW, seed) on a 4-bit base;
+    The recipe of :func:`~minilora.experiments.lora.finetune_gpt` (same data, AdamW, seed) on a 4-bit base;
     ``quant`` goes to :func:`~minilora.peft.qlora.prepare_qlora` (blocksize, quant_type, compress_statistics,
     compute_format). ``config`` defaults to QLoRA's all-linear adapters.
     """

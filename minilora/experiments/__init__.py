@@ -1,0 +1,11 @@
+"""The experiments behind the notebooks, figures and CLI, one module per chapter (the library never imports them).
+
+* :mod:`~minilora.experiments.recipe` — the one training recipe (:class:`~minilora.experiments.recipe.Recipe`) and
+  the one function that fine-tunes the shipped base GPT with any PEFT config
+  (:func:`~minilora.experiments.recipe.finetune`);
+* :mod:`~minilora.experiments.lora` — chapters 02–03: the low-rank teacher, LoRA on the base GPT;
+* :mod:`~minilora.experiments.qlora` — chapter 10: QLoRA against LoRA and full fine-tuning, memory, paging;
+* :mod:`~minilora.experiments.compare` — chapter 14: every PEFT method on one task, side by side.
+
+Nothing heavy is imported here: import the chapter module you need.
+"""
