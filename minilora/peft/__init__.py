@@ -1,12 +1,13 @@
 """Parameter-efficient fine-tuning: LoRA (config, layer, injection, adapter files) and QLoRA (4-bit base,
-memory accounting, paged optimizers).
+memory accounting, paged optimizers), all behind one entry point (:func:`get_peft_model`) and one pair of
+adapter-file functions (:func:`save_adapter` / :func:`load_adapter`, dispatching on the method).
 
 The names follow PEFT (``get_peft_model``, ``LoraConfig``, ``r``, ``lora_alpha``, ``target_modules``,
 ``modules_to_save``, ``merge_and_unload``, ``unload``, ``disable_adapter``, ``print_trainable_parameters``) so a
 student who moves to the real library finds the same words.
 """
 
-from minilora.peft.adapter_io import adapter_files, adapter_nbytes, load_adapter, read_adapter, save_adapter
+from minilora.peft.adapter_io import adapter_files, read_adapter
 from minilora.peft.config import INIT_CHOICES, LoraConfig, lora_parameter_count, lora_scaling
 from minilora.peft.inject import (
     disable_adapter,
@@ -18,8 +19,20 @@ from minilora.peft.inject import (
     unload,
     unmerge_lora,
 )
+from minilora.peft.linear4bit import QuantizationConfig, quantize_base
 from minilora.peft.lora import LoRALinear, init_lora_matrices
-from minilora.peft.mapping import count_parameters, get_peft_model, print_trainable_parameters, trainable_parameters
+from minilora.peft.mapping import (
+    adapter_nbytes,
+    count_parameters,
+    get_peft_model,
+    load_adapter,
+    peft_config_of,
+    print_trainable_parameters,
+    register_adapter_io,
+    register_peft_method,
+    save_adapter,
+    trainable_parameters,
+)
 from minilora.peft.memory import MemoryBreakdown, ModelShape, estimate, format_table, measure
 from minilora.peft.paged import DeviceMemory, PagedAdam, PagedAdamW
 from minilora.peft.qlora import Linear4bit, QLoRALinear, QuantizedWeight, merge_rounding_error, prepare_qlora
@@ -42,13 +55,17 @@ __all__ = [
     "lora_scaling",
     "merge_and_unload",
     "merge_lora",
+    "peft_config_of",
     "print_trainable_parameters",
     "read_adapter",
+    "register_adapter_io",
+    "register_peft_method",
     "save_adapter",
     "trainable_parameters",
     "unload",
     "unmerge_lora",
     # QLoRA
     "DeviceMemory", "Linear4bit", "MemoryBreakdown", "ModelShape", "PagedAdam", "PagedAdamW", "QLoRALinear",
-    "QuantizedWeight", "estimate", "format_table", "measure", "merge_rounding_error", "prepare_qlora",
+    "QuantizationConfig", "QuantizedWeight", "estimate", "format_table", "measure", "merge_rounding_error",
+    "prepare_qlora", "quantize_base",
 ]

@@ -51,7 +51,8 @@ import numpy as np
 from minilora import backend
 from minilora.nn.module import Module
 from minilora.peft.config import RESIDUAL_INITS, TEACHING_INITS, LoraConfig, load_time_init
-from minilora.peft.inject import find_targets, inject_lora, lora_modules
+from minilora.peft.inject import find_targets, inject_lora, layer_shape, lora_modules
+from minilora.peft.mapping import register_adapter_io
 from minilora.peft.modules_to_save import find_modules_to_save, modules_to_save_params
 
 WEIGHTS_NAME = "adapter_model.safetensors"
@@ -293,11 +294,13 @@ def load_adapter(model: Module, path: str | os.PathLike, seed: int = 0) -> Modul
         names = find_targets(model, config)
         shapes, dtypes = {}, {}
         for name in names:
-            w = model.get_submodule(name).params["weight"]
-            if config.r > min(w.shape):
-                raise ValueError(f"adapter r={config.r} exceeds min(in, out) = {min(w.shape)} of {name} {w.shape}")
-            shapes[name] = ((config.r, w.shape[1]), (w.shape[0], config.r))
-            dtypes[name] = w.dtype
+            layer = model.get_submodule(name)
+            shape = layer_shape(layer)  # (out, in), of a float or a 4-bit Linear
+            if config.r > min(shape):
+                raise ValueError(f"adapter r={config.r} exceeds min(in, out) = {min(shape)} of {name} {shape}")
+            shapes[name] = ((config.r, shape[1]), (shape[0], config.r))
+            w = layer.params.get("weight")  # a 4-bit layer's adapter takes its original weight's dtype
+            dtypes[name] = np.dtype(layer.qweight.quant_state.dtype) if w is None else w.dtype
         saved = find_modules_to_save(model, config.modules_to_save, targets=names) if config.modules_to_save else []
         prefixes = tuple(n + "." for n in saved)
         saved_params = {k: v for k, v in model.params.items() if k.startswith(prefixes)}
@@ -341,3 +344,6 @@ def load_adapter(model: Module, path: str | os.PathLike, seed: int = 0) -> Modul
         params[key][...] = xp.asarray(ready[key])
     model.lora_config = config
     return model
+
+
+register_adapter_io(LoraConfig, save_adapter, load_adapter)  # QLoRA too: its adapter is a LoRA adapter file

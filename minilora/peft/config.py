@@ -36,6 +36,7 @@ import operator
 import re
 import warnings
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 
@@ -170,6 +171,9 @@ class LoraConfig:
         Modules (other than the LoRA targets) trained in full and saved in the adapter file, as PEFT's
         ``modules_to_save`` (e.g. ``("lm_head",)``); matched by ``str.endswith`` as PEFT does.
     """
+
+    #: PEFT's ``PeftType`` name, the ``peft_type`` of ``adapter_config.json``
+    peft_type: ClassVar[str] = "LORA"
 
     r: int = 8
     lora_alpha: int | float = 8

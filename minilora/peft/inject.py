@@ -18,7 +18,7 @@ kept as ``model.lora_config``, and PEFT's ``PeftModel`` methods are bound onto t
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import MethodType
 
@@ -42,8 +42,31 @@ def lora_modules(model: Module) -> dict[str, LoRALinear]:
     return {name: m for name, m in model.named_modules() if isinstance(m, LoRALinear)}
 
 
+#: base layer type → function ``(base, r=, lora_alpha=, lora_dropout=, init_lora_weights=, use_rslora=, seed=)``
+#: that wraps it (PEFT's per-layer-type dispatch: ``dispatch_default``, ``dispatch_bnb_4bit``, ...); a
+#: Linear gets a :class:`LoRALinear`, and :mod:`minilora.peft.qlora` registers its 4-bit ``Linear4bit``
+LORA_LAYERS: dict[type, Callable[..., LoRALinear]] = {Linear: LoRALinear}
+
+
+def register_lora_layer(base_cls: type, wrap: Callable[..., LoRALinear]) -> None:
+    """Make :func:`inject_lora` wrap layers of type ``base_cls`` with ``wrap(base, r=..., ..., seed=...)``."""
+    if not isinstance(base_cls, type):
+        raise TypeError(f"base_cls must be a class, got {base_cls!r}")
+    LORA_LAYERS[base_cls] = wrap
+
+
+def lora_wrapper(layer: Module) -> Callable[..., LoRALinear] | None:
+    """The registered wrapper for ``layer``'s type (looked up along its MRO), or None."""
+    return next((LORA_LAYERS[c] for c in type(layer).__mro__ if c in LORA_LAYERS), None)
+
+
+def layer_shape(layer: Module) -> tuple[int, int]:
+    """``(out_features, in_features)`` of a Linear-like layer (a float or a 4-bit Linear)."""
+    return int(layer.out_features), int(layer.in_features)
+
+
 def find_targets(model: Module, config: LoraConfig) -> list[str]:
-    """Dotted names of the Linears that ``config`` would wrap; raises ValueError when there are none.
+    """Dotted names of the Linears (float or 4-bit) that ``config`` would wrap; ValueError when there are none.
 
     Linears inside an existing LoRA layer (its ``lora_A``/``lora_B``) are never targets.
     """
@@ -53,7 +76,7 @@ def find_targets(model: Module, config: LoraConfig) -> list[str]:
     linears = [
         name
         for name, m in model.named_modules()
-        if isinstance(m, Linear) and name and not name.startswith(inside)
+        if lora_wrapper(m) is not None and name and not name.startswith(inside)
     ]
     targets = [name for name in linears if config.matches(name)]
     if not targets:
@@ -67,7 +90,7 @@ def find_targets(model: Module, config: LoraConfig) -> list[str]:
 def check_ranks(model: Module, config: LoraConfig, targets: list[str]) -> None:
     """ValueError unless ``config.r ≤ min(in, out)`` for every target (checked before anything changes)."""
     for name in targets:
-        out_f, in_f = model.get_submodule(name).params["weight"].shape
+        out_f, in_f = layer_shape(model.get_submodule(name))
         if config.r > min(in_f, out_f):
             raise ValueError(
                 f"r={config.r} exceeds min(in, out) = {min(in_f, out_f)} of {name} ({out_f}, {in_f})"
@@ -90,6 +113,9 @@ def plan_injection(model: Module, config: LoraConfig) -> tuple[list[str], list[s
 def inject_lora(model: Module, config: LoraConfig | None = None, seed: int = 0) -> Module:
     """Wrap the target Linears of ``model`` in LoRALinear (in place), freeze the rest, return ``model``.
 
+    A 4-bit Linear (:func:`minilora.peft.linear4bit.quantize_base`) gets a
+    :class:`~minilora.peft.qlora.QLoRALinear`: the wrapper comes from :data:`LORA_LAYERS` by the layer's type.
+
     Parameters
     ----------
     model : Module
@@ -105,8 +131,9 @@ def inject_lora(model: Module, config: LoraConfig | None = None, seed: int = 0) 
     model.freeze()
     streams = np.random.SeedSequence(seed).spawn(len(targets))
     for name, ss in zip(targets, streams):
-        layer = LoRALinear(
-            model.get_submodule(name),
+        base = model.get_submodule(name)
+        layer = lora_wrapper(base)(
+            base,
             r=config.r,
             lora_alpha=config.lora_alpha,
             lora_dropout=config.lora_dropout,
@@ -219,5 +246,6 @@ PEFT_MODEL_METHODS = {
 
 register_peft_method(LoraConfig, inject_lora)
 
-__all__ = ["count_parameters", "disable_adapter", "find_targets", "inject_lora", "lora_modules", "merge_and_unload",
-           "merge_lora", "print_trainable_parameters", "trainable_parameters", "unload", "unmerge_lora"]
+__all__ = ["LORA_LAYERS", "count_parameters", "disable_adapter", "find_targets", "inject_lora", "layer_shape",
+           "lora_modules", "lora_wrapper", "merge_and_unload", "merge_lora", "print_trainable_parameters",
+           "register_lora_layer", "trainable_parameters", "unload", "unmerge_lora"]

@@ -36,159 +36,30 @@ from __future__ import annotations
 
 import warnings
 from contextlib import contextmanager
-from typing import Any
 
 import numpy as np
 
-from minilora.formats import BF16, FloatFormat, get_format, round_to
-from minilora.nn import functional as F
+from minilora.formats import BF16, FloatFormat
 from minilora.nn.module import Module
 from minilora.nn.modules import Linear
-from minilora.peft.config import LoraConfig
-from minilora.peft.inject import finish_injection, plan_injection
+from minilora.peft.config import RESIDUAL_INITS, LoraConfig, _check_init
+from minilora.peft.inject import plan_injection, register_lora_layer
+from minilora.peft.linear4bit import (
+    COMPUTE_FORMATS,
+    Linear4bit,
+    QuantizationConfig,
+    QuantizedWeight,
+    _check_input,
+    check_compute_format,
+    quantize_base,
+    to_compute,
+)
 from minilora.peft.lora import LoRALinear
-from minilora.quant import dequantize_4bit, quantize_4bit
+from minilora.peft.mapping import get_peft_model
 from minilora.quant.state import check_blocksize, check_choice
 
-#: compute formats a quantized layer accepts: a float format, or "float64" (no rounding, for gradchecks)
-COMPUTE_FORMATS = ("bf16", "fp16", "fp32", "float64")
 #: PEFT's warning when a LoRA is merged into a 4-bit layer (peft/tuners/lora/bnb.py)
 MERGE_WARNING = "Merge lora module to 4-bit linear may get different generations due to rounding errors."
-
-
-def check_compute_format(compute_format: FloatFormat | str) -> FloatFormat | None:
-    """The compute format as a :class:`~minilora.formats.FloatFormat`, or None for ``"float64"``."""
-    if isinstance(compute_format, str) and compute_format == "float64":
-        return None
-    name = compute_format.name if isinstance(compute_format, FloatFormat) else compute_format
-    check_choice(name, COMPUTE_FORMATS, "compute_format")
-    return get_format(name)
-
-
-def to_compute(x: np.ndarray, fmt: FloatFormat | None, arg: str = "x") -> np.ndarray:
-    """Round ``x`` to the compute format (float32 storage), or return it as float64 when ``fmt`` is None.
-
-    A float64 ``x`` is cast to float32 first (so it is rounded twice; training runs in float32 anyway).
-    """
-    x = np.asarray(x)
-    if x.dtype.kind != "f":
-        raise TypeError(f"{arg} must be a floating-point array, got dtype {x.dtype}")
-    if fmt is None:
-        return x.astype(np.float64, copy=False)
-    return round_to(x.astype(np.float32, copy=False), fmt)
-
-
-class QuantizedWeight:
-    """A frozen weight held only as packed 4-bit codes and their :class:`~minilora.quant.QuantState`.
-
-    Parameters
-    ----------
-    weight : float array (out, in)
-        Quantized at construction by :func:`~minilora.quant.quantize_4bit`; not kept.
-    blocksize, quant_type, compress_statistics
-        As in :func:`~minilora.quant.quantize_4bit` (QLoRA: 64, ``"nf4"``, True).
-    compute_format : FloatFormat or str
-        ``BF16`` (QLoRA), ``FP16``, ``FP32`` or ``"float64"``.
-    """
-
-    def __init__(self, weight: np.ndarray, blocksize: int = 64, quant_type: str = "nf4",
-                 compress_statistics: bool = True, compute_format: FloatFormat | str = BF16) -> None:
-        self.blocksize = check_blocksize(blocksize)
-        self.quant_type = check_choice(quant_type, ("nf4", "fp4"), "quant_type")
-        self.compress_statistics = bool(compress_statistics)
-        self.compute_format = check_compute_format(compute_format)
-        weight = np.asarray(weight)
-        if weight.ndim != 2:
-            raise ValueError(f"weight must be a 2-D (out, in) array, got shape {weight.shape}")
-        self.packed, self.quant_state = quantize_4bit(weight, self.blocksize, self.quant_type,
-                                                      self.compress_statistics)
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        return tuple(self.quant_state.shape)
-
-    def dequantize(self) -> np.ndarray:
-        """The stored weight, exactly dequantized: float32 (out, in)."""
-        return dequantize_4bit(self.packed, self.quant_state)
-
-    def compute_weight(self) -> np.ndarray:
-        """The weight in the compute format: ``round_to(dequantize(), BF16)`` (float64 when ``"float64"``)."""
-        w = self.dequantize()
-        return w.astype(np.float64) if self.compute_format is None else round_to(w, self.compute_format)
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes stored: packed codes + statistics + codebooks/offset (``packed.nbytes + state`` extras)."""
-        return int(self.packed.nbytes) + self.quant_state.stats_nbytes + self.quant_state.const_nbytes
-
-    @property
-    def bits_per_param(self) -> float:
-        """``8 · (packed + statistics bytes) / n``, measured from the stored arrays (4.127 for NF4 bs 64 + DQ)."""
-        return 8.0 * (self.packed.nbytes + self.quant_state.stats_nbytes) / self.quant_state.numel
-
-    def __repr__(self) -> str:
-        fmt = "float64" if self.compute_format is None else self.compute_format.name
-        return (f"QuantizedWeight(shape={self.shape}, quant_type={self.quant_type!r}, blocksize={self.blocksize}, "
-                f"compress_statistics={self.compress_statistics}, compute_format={fmt!r}, "
-                f"bits_per_param={self.bits_per_param:.4f})")
-
-
-def _check_input(x: Any, in_features: int) -> None:
-    x = np.asarray(x)
-    if x.dtype.kind != "f":
-        raise TypeError(f"x must be a floating-point array, got dtype {x.dtype}")
-    if x.ndim < 1 or x.shape[-1] != in_features:
-        raise ValueError(f"x must have last dimension in_features={in_features}, got shape {x.shape}")
-
-
-class Linear4bit(Module):
-    """A frozen Linear whose weight is stored in 4 bits (bitsandbytes' ``Linear4bit``): no trainable params.
-
-    ``forward``: ``y = to_compute(x) @ W_cᵀ + b`` with ``W_c = qweight.compute_weight()``; ``backward``:
-    dequantizes again and returns ``dx = dout @ W_c``. ``params`` holds only the (frozen) ``bias``; the 4-bit
-    weight is counted by :meth:`num_extra_params` (its elements, as PEFT counts a bitsandbytes ``Params4bit``).
-    """
-
-    def __init__(self, base: Linear | QuantizedWeight, bias: np.ndarray | None = None, **quant: Any) -> None:
-        super().__init__()
-        if isinstance(base, Linear):
-            self.qweight = QuantizedWeight(base.params["weight"], **quant)
-            bias = base.params.get("bias")
-        elif isinstance(base, QuantizedWeight):
-            self.qweight = base
-        else:
-            raise TypeError(f"base must be a Linear or a QuantizedWeight, got {type(base).__name__}")
-        self.out_features, self.in_features = self.qweight.shape
-        if bias is not None:
-            self.add_param("bias", bias, trainable=False)
-
-    @property
-    def weight(self) -> np.ndarray:
-        """The dequantized weight (float32, a new array each call)."""
-        return self.qweight.dequantize()
-
-    def num_extra_params(self) -> int:
-        """Elements of the 4-bit weight, which is stored outside ``params`` (the parameter-count hook of
-        :func:`minilora.peft.mapping.count_parameters`)."""
-        return int(self.qweight.quant_state.numel)
-
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        """x (..., in) → y (..., out), computed in the compute format with float32 accumulation."""
-        _check_input(x, self.in_features)
-        xc = to_compute(x, self.qweight.compute_format)
-        y, _ = F.linear_forward(xc, self.qweight.compute_weight(), self._params.get("bias"))  # (..., out)
-        self.cache = xc.shape  # a frozen layer keeps no activation, only the shape
-        return y
-
-    def backward(self, dout: np.ndarray) -> np.ndarray:
-        """dout (..., out) → dx (..., in) through the weight dequantized again."""
-        if self.cache is None:
-            raise RuntimeError("Linear4bit.backward called before forward")
-        shape, self.cache = self.cache, None
-        return (dout.reshape(-1, self.out_features) @ self.qweight.compute_weight()).reshape(shape)
-
-    def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, {self.qweight!r}"
 
 
 class QLoRALinear(LoRALinear):
@@ -221,11 +92,46 @@ class QLoRALinear(LoRALinear):
         check_choice(quant_type, ("nf4", "fp4"), "quant_type")
         check_compute_format(compute_format)
         super().__init__(base, r, lora_alpha, lora_dropout, init_lora_weights, use_rslora, seed)
-        weight = self._params.pop("weight")  # the float weight: quantized, then dropped
+        weight = self._drop_float_weight(base)  # the float weight: quantized, then dropped
+        self.qweight = QuantizedWeight(weight, blocksize, quant_type, compress_statistics, compute_format)
+
+    def _drop_float_weight(self, base: Linear) -> np.ndarray:
+        """Take the float weight out of this layer and its base (it lives on only as 4-bit codes)."""
+        weight = self._params.pop("weight")
         self._trainable.pop("weight")
         base._params.pop("weight")
         base._trainable.pop("weight")
-        self.qweight = QuantizedWeight(weight, blocksize, quant_type, compress_statistics, compute_format)
+        return weight
+
+    @classmethod
+    def from_linear4bit(cls, base: Linear4bit, r: int = 8, lora_alpha: float = 8, lora_dropout: float = 0.0,
+                        init_lora_weights: bool | str = True, use_rslora: bool = False,
+                        seed: int | np.random.Generator | None = 0) -> QLoRALinear:
+        """LoRA on a layer that is already 4-bit: what ``get_peft_model`` does on a
+        :func:`~minilora.peft.linear4bit.quantize_base` model (PEFT's ``dispatch_bnb_4bit``).
+
+        The adapter is drawn as for the float layer (the draws depend only on the shape, so the same seed gives
+        the same A, B as :class:`QLoRALinear` on the float Linear) and ``base.qweight`` is kept as it is. PiSSA
+        and OLoRA need W0: they decompose the *dequantized* weight and quantize the residual again, as PEFT does
+        on a bitsandbytes 4-bit layer (the float weight is gone once a model is loaded in 4 bits).
+        """
+        if not isinstance(base, Linear4bit):
+            raise TypeError(f"base must be a Linear4bit, got {type(base).__name__}")
+        q = base.qweight
+        residual = _check_init(init_lora_weights) in RESIDUAL_INITS
+        dtype = np.dtype(q.quant_state.dtype)  # the adapter takes the dtype the float weight had
+        float_base = Linear(base.in_features, base.out_features, bias=False, seed=0, dtype=dtype.name)
+        float_base.params["weight"][...] = q.dequantize() if residual else 0.0  # the others read only its shape
+        if "bias" in base.params:
+            float_base.add_param("bias", base.params["bias"], trainable=False)
+        layer = cls.__new__(cls)
+        LoRALinear.__init__(layer, float_base, r, lora_alpha, lora_dropout, init_lora_weights, use_rslora, seed)
+        weight = layer._drop_float_weight(float_base)
+        fmt = "float64" if q.compute_format is None else q.compute_format
+        if residual:
+            q = QuantizedWeight(weight, q.blocksize, q.quant_type, q.compress_statistics, fmt)
+        layer.qweight = q
+        return layer
 
     @property
     def weight(self) -> np.ndarray:
@@ -360,14 +266,20 @@ def merge_rounding_error(layer: QLoRALinear, x: np.ndarray) -> dict[str, float]:
 def prepare_qlora(model: Module, config: LoraConfig | None = None, blocksize: int = 64, quant_type: str = "nf4",
                   compress_statistics: bool = True, compute_format: FloatFormat | str = BF16, seed: int = 0,
                   skip_modules: tuple[str, ...] = ("lm_head",)) -> Module:
-    """Quantize the model's Linears to 4 bits and put LoRA on the targets (QLoRA), in place; return ``model``.
+    """QLoRA in one call, in place: :func:`~minilora.peft.linear4bit.quantize_base`, then ``get_peft_model``.
 
-    Every Linear whose name matches ``config.target_modules`` becomes a :class:`QLoRALinear`; every other
-    Linear except ``skip_modules`` (transformers keeps ``lm_head`` in 16 bits) and ``config.modules_to_save``
-    (trained in full, so kept in float) becomes a frozen :class:`Linear4bit`; all remaining parameters are
-    frozen. The LoRA matrices are drawn exactly as
+    The two steps PEFT takes (the base loaded in 4 bits, then ``get_peft_model(model, LoraConfig(...))``)::
+
+        quantize_base(model, QuantizationConfig(blocksize, quant_type, compress_statistics, compute_format,
+                                                skip_modules + modules_to_save))
+        get_peft_model(model, config, seed=seed)
+
+    Every Linear except ``skip_modules`` (transformers keeps ``lm_head`` in 16 bits) and
+    ``config.modules_to_save`` (trained in full, so kept in float) becomes a frozen :class:`Linear4bit`; the
+    targeted ones then become :class:`QLoRALinear` (a targeted float one, such as ``lm_head``, a plain
+    :class:`~minilora.peft.lora.LoRALinear`). The LoRA matrices are drawn exactly as
     :func:`~minilora.peft.inject.inject_lora` draws them for the same ``config`` and ``seed``, so a LoRA and a
-    QLoRA model start from the same adapter.
+    QLoRA model start from the same adapter. Every check runs before the model changes.
 
     Parameters
     ----------
@@ -377,33 +289,18 @@ def prepare_qlora(model: Module, config: LoraConfig | None = None, blocksize: in
         See :class:`QuantizedWeight`.
     """
     config = LoraConfig(target_modules="all-linear") if config is None else config
-    check_compute_format(compute_format)
-    check_blocksize(blocksize)
-    check_choice(quant_type, ("nf4", "fp4"), "quant_type")
-    targets, saved = plan_injection(model, config)
-    quant = dict(blocksize=blocksize, quant_type=quant_type, compress_statistics=compress_statistics,
-                 compute_format=compute_format)
-    kept = tuple(name + "." for name in saved)  # modules_to_save train in full: they stay float
-    others = [name for name, m in model.named_modules() if isinstance(m, Linear) and name
-              and name not in targets and name not in saved and not name.startswith(kept)
-              and name.split(".")[-1] not in skip_modules]
-    model.freeze()
-    streams = np.random.SeedSequence(seed).spawn(len(targets))  # as inject_lora: same seed, same adapters
-    for name, ss in zip(targets, streams):
-        layer = QLoRALinear(model.get_submodule(name), r=config.r, lora_alpha=config.lora_alpha,
-                            lora_dropout=config.lora_dropout, init_lora_weights=config.init_lora_weights,
-                            use_rslora=config.use_rslora, seed=np.random.default_rng(ss), **quant)
-        model.set_submodule(name, layer)
-    for name in others:
-        model.set_submodule(name, Linear4bit(model.get_submodule(name), **quant))
-    finish_injection(model, config, saved)
-    return model
+    _, saved = plan_injection(model, config)  # targets, ranks, modules_to_save: all checked on the float model
+    quant = QuantizationConfig(blocksize, quant_type, compress_statistics, compute_format,
+                               tuple(skip_modules) + tuple(saved))
+    return get_peft_model(quantize_base(model, quant), config, seed=seed)
 
 
 def quantized_modules(model: Module) -> dict[str, QuantizedWeight]:
     """The 4-bit weights of ``model`` (QLoRALinear and Linear4bit layers) by dotted module name."""
     return {name: m.qweight for name, m in model.named_modules() if isinstance(m, (QLoRALinear, Linear4bit))}
 
+
+register_lora_layer(Linear4bit, QLoRALinear.from_linear4bit)
 
 __all__ = ["COMPUTE_FORMATS", "MERGE_WARNING", "Linear4bit", "QLoRALinear", "QuantizedWeight",
            "check_compute_format", "merge_rounding_error", "prepare_qlora", "quantized_modules", "to_compute"]
