@@ -1,5 +1,8 @@
 """Command line: ``python -m minilora {figures,pretrain,finetune,info} ...``.
 
+``finetune`` is :func:`minilora.experiments.recipe.finetune` with one :class:`~minilora.experiments.recipe.Recipe`
+for every method (``--method lora|qlora|full|prompt|ptuning|prefix|adapter``).
+
 Each subcommand lives in a small ``_cmd_*`` function; the library never imports this module.
 """
 
@@ -32,6 +35,10 @@ def _cmd_figures(args: argparse.Namespace) -> int:
     for p in paths:
         print(p)
     return 0
+
+
+#: LoRA options whose argparse default is a value (not None): given for another method only if changed
+LORA_DEFAULTS = {"r": 8, "lora_alpha": 16.0, "lora_dropout": 0.0, "use_rslora": False, "init_lora_weights": "default"}
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
@@ -81,61 +88,92 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
     return 0
 
 
+#: the command-line options of each method (argparse dest = the config's option name)
+METHOD_OPTIONS = {
+    "full": (),
+    "lora": ("r", "lora_alpha", "target_modules", "lora_dropout", "use_rslora", "init_lora_weights"),
+    "prompt": ("num_virtual_tokens", "prompt_tuning_init", "prompt_tuning_init_text"),
+    "ptuning": ("num_virtual_tokens", "encoder_reparameterization_type", "encoder_hidden_size"),
+    "prefix": ("num_virtual_tokens", "prefix_projection", "encoder_hidden_size"),
+    "adapter": ("adapter_config", "reduction_factor", "non_linearity"),
+}
+METHOD_OPTIONS["qlora"] = METHOD_OPTIONS["lora"] + ("quant_type", "blocksize")
+
+
+def _method_options(args: argparse.Namespace) -> dict:
+    """The options given for ``args.method`` (None: its default); an option of another method is an error."""
+    options = {k: getattr(args, k) for k in METHOD_OPTIONS[args.method]}
+    if args.method in ("lora", "qlora"):
+        if options["target_modules"] is None:  # QLoRA puts LoRA on every linear layer; LoRA's usual default: q, v
+            options["target_modules"] = ["all-linear"] if args.method == "qlora" else ["q_proj", "v_proj"]
+        tm = options["target_modules"]
+        options["target_modules"] = "all-linear" if tm == ["all-linear"] else tuple(tm)
+        alpha = options["lora_alpha"]
+        options["lora_alpha"] = int(alpha) if float(alpha).is_integer() else alpha  # PEFT writes an int
+        options["init_lora_weights"] = {"default": True, "false": False}.get(options["init_lora_weights"],
+                                                                            options["init_lora_weights"])
+    if args.method == "prompt" and options["prompt_tuning_init"] is not None:
+        options["prompt_tuning_init"] = options["prompt_tuning_init"].upper()
+    if args.method == "prompt" and options["prompt_tuning_init_text"] is not None:  # digits: this task's tokens
+        options["prompt_tuning_init_text"] = tuple(int(c) for c in options["prompt_tuning_init_text"])
+    if args.method == "ptuning" and options["encoder_reparameterization_type"] is not None:
+        options["encoder_reparameterization_type"] = options["encoder_reparameterization_type"].upper()
+    others = sorted({o for opts in METHOD_OPTIONS.values() for o in opts} - set(METHOD_OPTIONS[args.method]))
+    stray = [o for o in others if getattr(args, o) not in (None, False) and o not in LORA_DEFAULTS]
+    stray += [o for o in others if o in LORA_DEFAULTS and getattr(args, o) != LORA_DEFAULTS[o]]
+    if stray:
+        flags = ", ".join("--" + o.replace("_", "-") for o in sorted(stray))
+        raise ValueError(f"{flags} do not apply to --method {args.method}")
+    return options
+
+
 def _cmd_finetune(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     import minilora
-    from minilora.experiments.lora import finetune_gpt
-    from minilora.peft import LoraConfig, adapter_nbytes, print_trainable_parameters, save_adapter
+    from minilora.experiments.recipe import Recipe, finetune, method_config
+    from minilora.peft import adapter_nbytes, print_trainable_parameters, save_adapter
 
     try:
-        if args.targets is None:  # QLoRA puts LoRA on every linear layer; LoRA's usual default is q and v
-            args.targets = ["all-linear"] if args.method == "qlora" else ["q_proj", "v_proj"]
-        one = len(args.targets) == 1 and args.targets[0] == "all-linear"
-        targets = "all-linear" if one else tuple(args.targets)
-        alpha = int(args.alpha) if float(args.alpha).is_integer() else args.alpha  # PEFT writes an int
-        init = {"default": True, "false": False}.get(args.init, args.init)
-        config = LoraConfig(r=args.r, lora_alpha=alpha, lora_dropout=args.dropout, target_modules=targets,
-                            init_lora_weights=init, use_rslora=args.rslora)
+        peft_config, quantization = method_config(args.method, **_method_options(args))
+        recipe = Recipe(steps=args.steps, batch_size=args.batch_size, lr=args.lr, schedule=args.schedule,
+                        warmup_steps=args.warmup_steps, weight_decay=args.weight_decay, seed=args.seed)
         if args.save is not None and Path(args.save).is_file():
             raise ValueError(f"--save must be a directory, got the file {args.save!r}")
         base = minilora.load_base_model()
-        if args.method == "qlora":
-            from minilora.experiments.qlora import finetune_qlora, memory_table
+        if args.method == "qlora":  # measured on copies of the base before it is trained
+            from minilora.experiments.qlora import memory_table
 
-            table = memory_table(base, config, batch_size=args.batch_size, seed=args.seed)
-            model, _, report = finetune_qlora(base, config, steps=args.steps, lr=args.lr or 1e-2,
-                                              batch_size=args.batch_size, seed=args.seed, progress=True)
-        else:
-            model, _, report = finetune_gpt(base, args.method, config, steps=args.steps, lr=args.lr,
-                                            batch_size=args.batch_size, seed=args.seed, progress=True)
+            table = memory_table(base, peft_config, batch_size=args.batch_size, seed=args.seed)
+        model, _, report = finetune(base, peft_config, recipe, quantization=quantization, progress=True)
     except (ValueError, TypeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    lora_desc = f" (r={config.r}, lora_alpha={config.lora_alpha}, targets={config.target_modules})"
-    print(f"method: {args.method}" + (lora_desc
-                                      if args.method in ("lora", "qlora") else " (every parameter)"))
+    if args.method in ("lora", "qlora"):
+        desc = f"r={peft_config.r}, lora_alpha={peft_config.lora_alpha}, targets={peft_config.target_modules}"
+    else:
+        desc = "every parameter" if peft_config is None else repr(peft_config)
+    print(f"method: {args.method} ({desc}); {recipe.describe(args.method)}")
     print_trainable_parameters(model)  # PEFT's count: a 4-bit weight by its elements
-    if args.method in ("lora", "qlora"):  # a QLoRA adapter is a LoRA adapter file (the base is re-quantized)
+    if args.method != "full":  # a QLoRA adapter is a LoRA adapter file (the base is quantized again on loading)
         if args.save:
             path = save_adapter(model, args.save)
-            size = sum(f.stat().st_size for f in Path(path).iterdir())
+            size = sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
             print(f"adapter: {size:,d} bytes on disk ({path})")
         else:
             print(f"adapter: {adapter_nbytes(model):,d} bytes (not written; --save DIR writes it)")
     if args.method == "qlora":
-        from minilora.peft.memory import format_table
+        from minilora.peft.memory import format_table, paper_comparison
         from minilora.peft.qlora import quantized_modules
 
         qs = list(quantized_modules(model).values())
         n4 = sum(q.quant_state.numel for q in qs)
         bits = 8 * sum(q.packed.nbytes + q.quant_state.stats_nbytes for q in qs) / n4
-        print(f"base: {len(qs)} linear layers in NF4 + double quantization (blocksize {qs[0].blocksize}), "
-              f"{bits:.3f} bits per parameter measured (4.127 for tensors of a multiple of 16384), BF16 compute")
+        print(f"base: {len(qs)} linear layers in {quantization.quant_type.upper()} + double quantization "
+              f"(blocksize {qs[0].blocksize}), {bits:.3f} bits per parameter measured (4.127 for tensors of a "
+              f"multiple of 16384), BF16 compute")
         print(f"memory after one AdamW step, batch {args.batch_size} (bytes of the real arrays):")
         print(format_table(table))
-        from minilora.peft.memory import paper_comparison
-
         print("the same formulas on LLaMA-65B (16-bit weights, 32-bit Adam; QLoRA r=64 all-linear, batch 1 x 512, "
               "checkpointing); QLoRA paper: > 780 GB full vs < 48 GB QLoRA:")
         print(format_table(paper_comparison("65B")))
@@ -174,26 +212,57 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_pretrain)
 
-    p = sub.add_parser("finetune",
-                       help="fine-tune the shipped base GPT on the held-out task (LoRA, QLoRA or full)")
-    p.add_argument("--method", choices=("lora", "qlora", "full"), default="lora",
-                   help="lora, qlora (4-bit NF4 base, prints the memory table) or full")
-    p.add_argument("--r", type=int, default=8, help="LoRA rank (default 8)")
-    p.add_argument("--alpha", type=float, default=16, help="lora_alpha (default 16)")
-    p.add_argument("--targets", nargs="+", default=None, metavar="NAME",
+    p = sub.add_parser("finetune", help="fine-tune the shipped base GPT on the held-out task with one PEFT method "
+                                          "(or all its parameters)")
+    p.add_argument("--method", choices=("lora", "qlora", "full", "prompt", "ptuning", "prefix", "adapter"),
+                   default="lora", help="lora, qlora (4-bit NF4 base, prints the memory table), full, prompt "
+                                        "(prompt tuning), ptuning (p-tuning), prefix (prefix tuning / p-tuning v2), "
+                                        "adapter (bottleneck adapters)")
+    g = p.add_argument_group("lora / qlora")
+    g.add_argument("--r", dest="r", type=int, default=LORA_DEFAULTS["r"], help="LoRA rank (default 8)")
+    g.add_argument("--alpha", dest="lora_alpha", type=float, default=LORA_DEFAULTS["lora_alpha"],
+                   help="lora_alpha (default 16)")
+    g.add_argument("--targets", dest="target_modules", nargs="+", default=None, metavar="NAME",
                    help="module names, a regex, or all-linear (default: q_proj v_proj; all-linear for qlora)")
-    p.add_argument("--dropout", type=float, default=0.0, help="lora_dropout (default 0)")
-    p.add_argument("--rslora", action="store_true", help="scale by alpha/sqrt(r) (rsLoRA)")
-    p.add_argument("--init", default="default",
+    g.add_argument("--dropout", dest="lora_dropout", type=float, default=LORA_DEFAULTS["lora_dropout"],
+                   help="lora_dropout (default 0)")
+    g.add_argument("--rslora", dest="use_rslora", action="store_true", help="scale by alpha/sqrt(r) (rsLoRA)")
+    g.add_argument("--init", dest="init_lora_weights", default=LORA_DEFAULTS["init_lora_weights"],
                    choices=("default", "false", "gaussian", "pissa", "olora", "zero_A", "zeros", "random"),
                    help="init_lora_weights (default: PEFT's, A Kaiming-uniform and B = 0; false: PEFT's False, "
                         "both Kaiming-uniform)")
-    p.add_argument("--steps", type=int, default=300)
-    p.add_argument("--lr", type=float, default=None, help="AdamW lr (default 1e-2 LoRA, 1e-3 full)")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--seed", type=int, default=0)
+    g.add_argument("--quant-type", choices=("nf4", "fp4"), default=None, help="qlora: 4-bit type (default nf4)")
+    g.add_argument("--blocksize", type=int, default=None, help="qlora: 4-bit block size (default 64)")
+    g = p.add_argument_group("prompt / ptuning / prefix")
+    g.add_argument("--num-virtual-tokens", type=int, default=None, metavar="P",
+                   help="virtual tokens (default 8; P + 17 must fit the block size 32)")
+    g.add_argument("--prompt-init", dest="prompt_tuning_init", choices=("random", "sample_vocab", "text"),
+                   default=None, help="prompt: prompt_tuning_init (default random)")
+    g.add_argument("--prompt-init-text", dest="prompt_tuning_init_text", default=None, metavar="DIGITS",
+                   help="prompt, with --prompt-init text: the digits whose embeddings start the prompt, e.g. 9876")
+    g.add_argument("--encoder", dest="encoder_reparameterization_type", choices=("mlp", "lstm"), default=None,
+                   help="ptuning: the prompt encoder (default mlp)")
+    g.add_argument("--encoder-hidden-size", type=int, default=None, metavar="H",
+                   help="ptuning / prefix with --prefix-projection: encoder width (default n_embd)")
+    g.add_argument("--prefix-projection", action="store_true",
+                   help="prefix: produce the prefix with Embedding -> Linear -> Tanh -> Linear")
+    g = p.add_argument_group("adapter")
+    g.add_argument("--adapter-config", choices=("double_seq_bn", "seq_bn"), default=None,
+                   help="double_seq_bn (Houlsby, two per block; default) or seq_bn (Pfeiffer, one per block)")
+    g.add_argument("--reduction-factor", type=float, default=None, help="bottleneck m = n_embd // this (default 16)")
+    g.add_argument("--non-linearity", default=None, help="adapter activation (default swish; seq_bn: relu)")
+    g = p.add_argument_group("recipe (minilora.experiments.recipe.Recipe)")
+    g.add_argument("--steps", type=int, default=300)
+    g.add_argument("--lr", type=float, default=None,
+                   help="peak learning rate (default per method: minilora.experiments.recipe.DEFAULT_LR)")
+    g.add_argument("--batch-size", type=int, default=32)
+    g.add_argument("--schedule", choices=("constant", "cosine", "linear"), default="constant")
+    g.add_argument("--warmup-steps", type=int, default=0)
+    g.add_argument("--weight-decay", type=float, default=0.0)
+    g.add_argument("--seed", type=int, default=0)
     p.add_argument("--save", metavar="DIR", default=None,
-                   help="lora/qlora: write the adapter (PEFT format) to DIR; full: write DIR/model.npz (GPT.save)")
+                   help="write the adapter to DIR (PEFT's layout for lora, qlora, prompt, ptuning, prefix); full: "
+                        "write DIR/model.npz (GPT.save)")
     p.set_defaults(func=_cmd_finetune)
 
     p = sub.add_parser("info", help="print versions and the array backend")

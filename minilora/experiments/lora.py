@@ -5,8 +5,9 @@
   ``r ≥ r*`` (Hu et al. 2021, §4's low-intrinsic-rank hypothesis, made exact). Used for the
   initialization argument (SEED-NOTES errata 4), the learning-rate sweep (Hayou et al. 2024, arXiv
   2406.08447: B = 0 tolerates larger learning rates than A = 0) and the rank sweep.
-* **Base GPT on the held-out task** (``minilora.data.HELDOUT_TASK``): LoRA vs full fine-tuning, used by
-  ``python -m minilora finetune`` and the notebooks.
+* **Base GPT on the held-out task** (``minilora.data.HELDOUT_TASK``): :func:`gpt_runs` repeats
+  :func:`minilora.experiments.recipe.finetune` (the one fine-tuning function, with the one
+  :class:`~minilora.experiments.recipe.Recipe`) over configurations and seeds.
 
 Everything is seeded; the functions return numbers and :class:`~minilora.train.History` objects that the
 notebooks print and plot.
@@ -17,9 +18,10 @@ from __future__ import annotations
 import numpy as np
 
 from minilora.data import LowRankTeacher
+from minilora.experiments.recipe import Recipe, finetune
 from minilora.nn.mlp import MLPRegressor
 from minilora.optim import SGD, Adam
-from minilora.peft import LoraConfig, count_parameters, inject_lora
+from minilora.peft import LoraConfig, inject_lora
 from minilora.train import History, evaluate, train
 
 #: the four initializations of the blog's argument, with the words the notebook uses
@@ -177,142 +179,45 @@ def rank_sweep(
 
 
 # ------------------------------------------------------------------ the base GPT on the held-out task
-def finetune_gpt(
-    base,
-    method: str = "lora",
-    config: LoraConfig | None = None,
-    steps: int = 150,
-    lr: float | None = None,
-    batch_size: int = 32,
-    eval_every: int = 0,
-    seed: int = 0,
-    progress: bool = False,
-    include_step0: bool = False,
-    pretrained: bool = False,
-    quant: dict | None = None,
-) -> tuple:
-    """Fine-tune ``base`` (a GPT, changed in place) on :data:`minilora.data.HELDOUT_TASK`.
-
-    The recipe: AdamW (no weight decay) at a constant learning rate on micro-batches of
-    :func:`minilora.data.heldout_train_data`; evaluation on :func:`minilora.data.heldout_eval_batch`
-    (512 sequences the training stream never draws).
-
-    Parameters
-    ----------
-    method : ``"lora"`` (inject ``config``, default ``LoraConfig()``), ``"qlora"`` (the same adapters on a 4-bit
-        base: :func:`minilora.peft.qlora.prepare_qlora`, which ``quant`` configures) or ``"full"`` (every
-        parameter trains).
-    lr : AdamW learning rate (default 1e-2 for LoRA and QLoRA, 1e-3 for full fine-tuning).
-    eval_every : evaluate (held-out loss and accuracies) every this many steps and after the last (0: only
-        after the last).
-    include_step0 : put the evaluation of the model as it starts (after injection, before any step) at the
-        front of the history, as step 0.
-    pretrained : also measure the mean exact match over :data:`minilora.data.PRETRAIN_TASKS` before and after
-        (what fine-tuning does to the skills the base model had); costs eight extra 512-sequence forwards.
-
-    Returns
-    -------
-    ``(model, history, report)``; ``report`` has ``trainable``, ``total`` (PEFT's counts,
-    :func:`~minilora.peft.mapping.count_parameters`: 4-bit weights by their elements), ``exact_match_before``,
-    ``exact_match_after``, ``token_acc_before``, ``token_acc_after``, ``loss_before``, ``loss_after``
-    (held-out cross-entropy) and, with ``pretrained``, ``pretrained_before`` / ``pretrained_after``.
-    """
-    from minilora.data import PRETRAIN_TASKS, accuracy, exact_match, heldout_eval_batch, heldout_train_data
-    from minilora.optim import AdamW
-
-    if method not in ("lora", "qlora", "full"):
-        raise ValueError(f"method must be 'lora', 'qlora' or 'full', got {method!r}")
-    eval_batch = heldout_eval_batch()
-    before = accuracy(base, *eval_batch)
-    loss_before = evaluate(base, eval_batch)
-    report: dict = {}
-    if pretrained:
-        report["pretrained_before"] = float(np.mean([exact_match(base, task) for task in PRETRAIN_TASKS]))
-    if method == "lora":
-        model = inject_lora(base, config or LoraConfig(), seed=seed)
-        lr = 1e-2 if lr is None else lr
-    elif method == "qlora":
-        from minilora.peft.qlora import prepare_qlora
-
-        model = prepare_qlora(base, config or LoraConfig(), seed=seed, **(quant or {}))
-        lr = 1e-2 if lr is None else lr
-    else:
-        model = base.unfreeze()
-        lr = 1e-3 if lr is None else lr
-    if include_step0:  # the model as training starts: the base model's output unless B A ≠ 0 at init
-        start = (evaluate(model, eval_batch), accuracy(model, *eval_batch))
-    hist = train(
-        model,
-        heldout_train_data(batch_size, seed=seed),
-        AdamW(model, lr=lr, weight_decay=0.0),
-        steps=steps,
-        eval_every=eval_every,
-        eval_data=eval_batch,
-        eval_fn=lambda m: accuracy(m, *eval_batch),
-        progress=progress,
-        desc=f"finetune ({method})",
-    )
-    if steps:
-        loss_after, after = hist.eval_loss[-1], hist.eval_metrics[-1]
-    else:
-        loss_after, after = evaluate(model, eval_batch), accuracy(model, *eval_batch)
-    if include_step0:
-        hist.eval_step.insert(0, 0)
-        hist.eval_loss.insert(0, start[0])
-        hist.eval_metrics.insert(0, start[1])
-    trainable, total = count_parameters(model)  # a 4-bit weight counts by its elements, as PEFT counts it
-    report.update(
-        trainable=trainable,
-        total=total,
-        exact_match_before=before["exact_match"],
-        exact_match_after=after["exact_match"],
-        token_acc_before=before["token_acc"],
-        token_acc_after=after["token_acc"],
-        loss_before=loss_before,
-        loss_after=loss_after,
-    )
-    if pretrained:
-        report["pretrained_after"] = float(np.mean([exact_match(model, task) for task in PRETRAIN_TASKS]))
-    return model, hist, report
-
-
 def gpt_runs(
     configs: dict,
     seeds=(0,),
-    steps: int = 150,
-    batch_size: int = 16,
-    lr: float | None = None,
-    eval_every: int = 0,
+    recipe: Recipe | None = None,
+    *,
     include_step0: bool = False,
     pretrained: bool = False,
+    keep_models: bool = False,
+    **recipe_changes,
 ) -> dict:
-    """Fine-tune a fresh copy of the shipped base GPT once per (configuration, seed).
+    """Fine-tune a fresh copy of the shipped base GPT once per (configuration, seed) with :func:`finetune`.
 
-    ``configs`` maps a label to a :class:`LoraConfig` (LoRA) or to None (full fine-tuning). Returns
+    ``configs`` maps a label to a :class:`LoraConfig` (LoRA), None (full fine-tuning) or any PEFT config.
+    Every run follows ``recipe`` (default :class:`~minilora.experiments.recipe.Recipe`) with its ``seed``
+    replaced by the run's and ``recipe_changes`` applied (``steps=20``, ``lr=5e-3``, ...). Returns
     ``{label: {"reports": [report per seed], "histories": [History per seed], "loss": mean loss_after,
-    "exact_match": mean exact_match_after, "trainable": trainable parameters}}``. The other arguments go to
-    :func:`finetune_gpt` (``lr`` None: its per-method default).
+    "exact_match": mean exact_match_after, "trainable": trainable parameters}}``, plus ``"models"`` (the
+    trained model per seed) with ``keep_models``.
     """
     from minilora.base_model import load_base_model
 
+    recipe = (recipe or Recipe()).replace(**recipe_changes)
     out: dict = {}
     for label, config in configs.items():
-        method = "full" if config is None else "lora"
         runs = [
-            finetune_gpt(
-                load_base_model(), method, config, steps=steps, lr=lr, batch_size=batch_size,
-                eval_every=eval_every, seed=seed, include_step0=include_step0, pretrained=pretrained,
-            )[1:]
+            finetune(load_base_model(), config, recipe.replace(seed=seed), include_step0=include_step0,
+                     pretrained=pretrained)
             for seed in seeds
         ]
-        reports = [rep for _, rep in runs]
+        reports = [rep for _, _, rep in runs]
         out[label] = {
             "reports": reports,
-            "histories": [h for h, _ in runs],
+            "histories": [h for _, h, _ in runs],
             "loss": float(np.mean([rep["loss_after"] for rep in reports])),
             "exact_match": float(np.mean([rep["exact_match_after"] for rep in reports])),
             "trainable": reports[0]["trainable"],
         }
+        if keep_models:
+            out[label]["models"] = [m for m, _, _ in runs]
     return out
 
 

@@ -1,9 +1,9 @@
 """The QLoRA experiments of the notebook, figure and CLI, as functions (no logic lives only in a notebook).
 
-* :func:`finetune_qlora` — the shipped base GPT fine-tuned on :data:`minilora.data.HELDOUT_TASK` with QLoRA,
-  with the recipe of :func:`minilora.experiments.lora.finetune_gpt` (same data stream, AdamW, learning rate,
-  seed and LoRA initialization), so that its result is directly comparable with ``"lora"`` and ``"full"``;
-* :func:`compare_methods` — full fine-tuning, LoRA and QLoRA from the same base: histories and reports;
+* :func:`compare_methods` — full fine-tuning, LoRA and QLoRA from the same base, each through
+  :func:`minilora.experiments.recipe.finetune` with one :class:`~minilora.experiments.recipe.Recipe` (same data
+  stream, optimizer, seed and LoRA initialization), so the three are directly comparable; QLoRA is
+  ``finetune(base, config, recipe, quantization=QuantizationConfig())``;
 * :func:`memory_table` — the bytes of each method measured on the real arrays of the base GPT
   (:func:`minilora.peft.memory.measure`);
 * :func:`paging_demo` — QLoRA training with a paged AdamW under a device budget that a long-sequence batch
@@ -20,54 +20,41 @@ import copy
 import numpy as np
 
 from minilora import data
-from minilora.experiments.lora import finetune_gpt
+from minilora.experiments.recipe import Recipe, finetune, prepare
 from minilora.optim import AdamW
-from minilora.peft import LoraConfig, inject_lora
+from minilora.peft import LoraConfig, QuantizationConfig
 from minilora.peft.memory import METHODS, MemoryBreakdown, activation_bytes, measure, weight_bytes
 from minilora.peft.paged import DeviceMemory, PagedAdamW, train_steps
-from minilora.peft.qlora import prepare_qlora
 
 #: the adapter used for both LoRA and QLoRA here: QLoRA's choice of every linear layer, r = 8, α = 16
 QLORA_CONFIG = LoraConfig(r=8, lora_alpha=16, target_modules="all-linear")
 
 
-def finetune_qlora(base, config: LoraConfig | None = None, steps: int = 150, lr: float = 1e-2,
-                   batch_size: int = 32, eval_every: int = 0, seed: int = 0, progress: bool = False,
-                   **quant) -> tuple:
-    """QLoRA-fine-tune ``base`` (changed in place) on the held-out task; returns ``(model, history, report)``.
+def compare_methods(base, config: LoraConfig | None = None, recipe: Recipe | None = None, *,
+                    methods: tuple[str, ...] = METHODS, **recipe_changes) -> dict[str, tuple]:
+    """Fine-tune a copy of ``base`` with each method; ``{method: (model, history, report)}``.
 
-    The recipe of :func:`~minilora.experiments.lora.finetune_gpt` (same data, AdamW, seed) on a 4-bit base;
-    ``quant`` goes to :func:`~minilora.peft.qlora.prepare_qlora` (blocksize, quant_type, compress_statistics,
-    compute_format). ``config`` defaults to QLoRA's all-linear adapters.
+    Every run is :func:`~minilora.experiments.recipe.finetune` with one recipe (default ``Recipe(eval_every=10)``,
+    then ``recipe_changes``: ``steps=100``, ``seed=1``, ...) and one adapter ``config`` (default
+    :data:`QLORA_CONFIG`): ``"full"`` trains every parameter, ``"lora"`` the adapter on the float base,
+    ``"qlora"`` the same adapter on the base stored in NF4 (:class:`~minilora.peft.QuantizationConfig`).
     """
-    return finetune_gpt(base, "qlora", config or QLORA_CONFIG, steps=steps, lr=lr, batch_size=batch_size,
-                        eval_every=eval_every, seed=seed, progress=progress, quant=quant)
+    recipe = (recipe or Recipe(eval_every=10)).replace(**recipe_changes)
+    return {method: finetune(copy.deepcopy(base), *_method_args(method, config), recipe) for method in methods}
 
 
-def compare_methods(base, config: LoraConfig | None = None, steps: int = 150, eval_every: int = 10,
-                    seed: int = 0, methods: tuple[str, ...] = METHODS) -> dict[str, tuple]:
-    """Fine-tune a copy of ``base`` with each method; ``{method: (model, history, report)}``."""
+def _method_args(method: str, config: LoraConfig | None) -> tuple:
+    """``(peft_config, quantization)`` of ``"full"``, ``"lora"`` or ``"qlora"`` with the adapter ``config``."""
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     config = config or QLORA_CONFIG
-    out = {}
-    for method in methods:
-        model = copy.deepcopy(base)
-        if method == "qlora":
-            out[method] = finetune_qlora(model, config, steps=steps, eval_every=eval_every, seed=seed)
-        else:
-            out[method] = finetune_gpt(model, method, config, steps=steps, eval_every=eval_every, seed=seed)
-    return out
+    return {"full": (None, None), "lora": (config, None), "qlora": (config, QuantizationConfig())}[method]
 
 
 def prepared(base, method: str, config: LoraConfig | None = None, seed: int = 0):
     """A copy of ``base`` ready for ``method``: all trainable (full), LoRA-injected or QLoRA-prepared."""
-    model = copy.deepcopy(base)
-    if method == "full":
-        return model.unfreeze()
-    if method == "lora":
-        return inject_lora(model, config or QLORA_CONFIG, seed=seed)
-    if method == "qlora":
-        return prepare_qlora(model, config or QLORA_CONFIG, seed=seed)
-    raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    peft_config, quantization = _method_args(method, config)
+    return prepare(copy.deepcopy(base), peft_config, quantization, seed=seed)
 
 
 def memory_table(base, config: LoraConfig | None = None, batch_size: int = 32,
@@ -112,4 +99,4 @@ def paging_demo(base, config: LoraConfig | None = None, steps: int = 12, spike_s
             "identical": identical and losses == ref_losses}
 
 
-__all__ = ["QLORA_CONFIG", "compare_methods", "finetune_qlora", "memory_table", "paging_demo", "prepared"]
+__all__ = ["QLORA_CONFIG", "compare_methods", "memory_table", "paging_demo", "prepared"]

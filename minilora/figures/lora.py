@@ -94,8 +94,8 @@ def lora_init() -> Figure:
     """A/B initialization: step-0 gradients, curves on the teacher and on the base GPT, largest stable lr."""
     import numpy as np
 
-    from minilora.experiments import lora as E
     from minilora.data import low_rank_teacher
+    from minilora.experiments import lora as E
     from minilora.peft import LoraConfig
 
     teacher = low_rank_teacher(32, 32, rank=4, seed=0)
@@ -159,8 +159,8 @@ def lora_init() -> Figure:
 @register("lora_rank")
 def lora_rank() -> Figure:
     """Rank sweep on a rank-4 teacher: LoRA with r < r*, = r*, > r* against full fine-tuning."""
-    from minilora.experiments import lora as E
     from minilora.data import low_rank_teacher
+    from minilora.experiments import lora as E
 
     teacher = low_rank_teacher(32, 32, rank=4, seed=0)
     runs = E.rank_sweep(teacher, (1, 2, 4, 8))

@@ -1,12 +1,13 @@
-"""minilora.experiments.lora: the functions behind the LoRA notebooks, figures and CLI (short runs)."""
+"""minilora.experiments.lora: the functions behind the LoRA notebooks and figures (short runs)."""
 
 import numpy as np
 import pytest
 
 import minilora
-from minilora.experiments import lora as E
 from minilora.data import low_rank_teacher
-from minilora.peft import LoraConfig, lora_modules
+from minilora.experiments import lora as E
+from minilora.experiments.recipe import Recipe, finetune
+from minilora.peft import LoraConfig
 
 
 @pytest.fixture(scope="module")
@@ -47,31 +48,8 @@ def test_alpha_verdict():
         E.alpha_verdict([1, 2], [0.1, 0.2], r=4)
 
 
-def test_finetune_gpt_lora_keeps_the_base_and_learns():
-    shipped = minilora.load_base_model().params
-    model, hist, rep = E.finetune_gpt(minilora.load_base_model(), "lora", LoraConfig(r=4, lora_alpha=8),
-                                      steps=20, batch_size=16, eval_every=10, include_step0=True, pretrained=True)
-    assert all(np.array_equal(model.params[k], v) for k, v in shipped.items())  # frozen, bit for bit
-    assert set(model.grads) == {f"{n}.lora_{ab}.weight" for n in lora_modules(model) for ab in "AB"}
-    assert rep["trainable"] == 2 * 2 * 4 * (64 + 64) and rep["total"] == rep["trainable"] + sum(
-        v.size for v in shipped.values())
-    assert hist.eval_step == [0, 10, 20]
-    assert hist.eval_loss[0] == pytest.approx(rep["loss_before"])  # B = 0: step 0 is the base model
-    assert hist.eval_loss[-1] == rep["loss_after"] < 0.5 * rep["loss_before"]
-    assert rep["token_acc_after"] > rep["token_acc_before"]
-    assert rep["pretrained_before"] > 0.95 and 0 <= rep["pretrained_after"] <= 1
-
-
-def test_finetune_gpt_full_and_bad_method():
-    model, hist, rep = E.finetune_gpt(minilora.load_base_model(), "full", steps=2, batch_size=8)
-    assert rep["trainable"] == rep["total"] == model.num_params() and "pretrained_before" not in rep
-    assert hist.eval_step == [2]
-    with pytest.raises(ValueError, match="method must be 'lora', 'qlora' or 'full', got 'bogus'"):
-        E.finetune_gpt(minilora.load_base_model(), "bogus")
-
-
 def test_gpt_runs_aggregates_independent_seeded_runs():
-    """Each per-seed report is the run finetune_gpt makes alone with that seed; the aggregate of one seed is
+    """Each per-seed report is the run finetune makes alone with that seed; the aggregate of one seed is
     that run's value, and of two seeds lies between the two."""
     configs = {"lora": LoraConfig(r=2, lora_alpha=4), "full": None}
     kw = dict(steps=2, batch_size=4)
@@ -82,20 +60,24 @@ def test_gpt_runs_aggregates_independent_seeded_runs():
         for key, per_seed in (("loss", "loss_after"), ("exact_match", "exact_match_after")):
             values = [rep[per_seed] for rep in run["reports"]]
             assert min(values) <= run[key] <= max(values)
-    alone = E.finetune_gpt(minilora.load_base_model(), "lora", configs["lora"], seed=0, **kw)[2]
-    assert runs["lora"]["reports"][0] == alone
+    alone = finetune(minilora.load_base_model(), configs["lora"], Recipe(seed=0, **kw))[2]
+    assert _same_run(runs["lora"]["reports"][0], alone)
     one = E.gpt_runs({"lora": configs["lora"]}, seeds=(1,), **kw)["lora"]
-    assert one["reports"] == runs["lora"]["reports"][1:]  # seed 1 alone = seed 1 after seed 0
+    assert _same_run(one["reports"][0], runs["lora"]["reports"][1])  # seed 1 alone = seed 1 after seed 0
     rep1 = one["reports"][0]
     assert (one["loss"], one["exact_match"]) == (rep1["loss_after"], rep1["exact_match_after"])
     assert runs["lora"]["trainable"] == 2 * 2 * 2 * 128
     assert runs["lora"]["reports"][0]["loss_after"] != runs["lora"]["reports"][1]["loss_after"]  # seeds differ
 
 
-def test_finetune_gpt_qlora_reports_peft_counts():
-    """The QLoRA report's total counted only the float parameters (4-bit weights missing)."""
-    config = LoraConfig(r=4, lora_alpha=8, target_modules="all-linear")
-    rep_l = E.finetune_gpt(minilora.load_base_model(), "lora", config, steps=0)[2]
-    rep_q = E.finetune_gpt(minilora.load_base_model(), "qlora", config, steps=0)[2]
-    assert (rep_q["trainable"], rep_q["total"]) == (rep_l["trainable"], rep_l["total"])
-    assert rep_q["total"] == minilora.load_base_model().num_params() + rep_q["trainable"]
+def _same_run(a: dict, b: dict) -> bool:
+    """Two reports of the same run: every number equal but the wall-clock seconds."""
+    return {k: v for k, v in a.items() if k != "seconds"} == {k: v for k, v in b.items() if k != "seconds"}
+
+
+def test_gpt_runs_follows_the_recipe_and_keeps_models_on_request():
+    runs = E.gpt_runs({"a": LoraConfig(r=1)}, recipe=Recipe(steps=3, batch_size=4), keep_models=True)
+    assert len(runs["a"]["histories"][0].step) == 3 and len(runs["a"]["models"]) == 1
+    assert "models" not in E.gpt_runs({"a": LoraConfig(r=1)}, steps=1, batch_size=4)["a"]
+    with pytest.raises(TypeError, match="Recipe has no field"):
+        E.gpt_runs({"a": LoraConfig(r=1)}, step=1)
