@@ -1,13 +1,30 @@
 """Parameter-efficient fine-tuning: LoRA (config, layer, injection, adapter files) and QLoRA (4-bit base,
-memory accounting, paged optimizers), all behind one entry point (:func:`get_peft_model`) and one pair of
-adapter-file functions (:func:`save_adapter` / :func:`load_adapter`, dispatching on the method).
+memory accounting, paged optimizers); prompt tuning, p-tuning, prefix tuning / p-tuning v2 (PEFT's prompt
+learning, :mod:`minilora.peft.prompt_learning`) and bottleneck adapters (:mod:`minilora.peft.adapters`). Each of
+these methods has a config class and ``apply(model, config, seed)`` in its own module, and all of them sit behind
+one entry point (:func:`get_peft_model`) and one pair of adapter-file functions (:func:`save_adapter` /
+:func:`load_adapter`, dispatching on the method; :mod:`minilora.peft.mapping`).
 
 The names follow PEFT (``get_peft_model``, ``LoraConfig``, ``r``, ``lora_alpha``, ``target_modules``,
 ``modules_to_save``, ``merge_and_unload``, ``unload``, ``disable_adapter``, ``print_trainable_parameters``) so a
 student who moves to the real library finds the same words.
 """
 
+from minilora.peft import adapters as _adapters
+from minilora.peft import p_tuning as _p_tuning
+from minilora.peft import prefix_tuning as _prefix_tuning
+from minilora.peft import prompt_tuning as _prompt_tuning
 from minilora.peft.adapter_io import adapter_files, read_adapter
+from minilora.peft.adapters import (
+    BlockWithAdapters,
+    BnConfig,
+    BottleneckAdapter,
+    DoubleSeqBnConfig,
+    SeqBnConfig,
+    adapter_parameter_count,
+    unload_adapters,
+)
+from minilora.peft.adapters_io import load_adapters, save_adapters
 from minilora.peft.config import INIT_CHOICES, LoraConfig, lora_parameter_count, lora_scaling
 from minilora.peft.inject import (
     disable_adapter,
@@ -34,8 +51,26 @@ from minilora.peft.mapping import (
     trainable_parameters,
 )
 from minilora.peft.memory import MemoryBreakdown, ModelShape, estimate, format_table, measure
+from minilora.peft.p_tuning import PromptEncoder, PromptEncoderConfig, p_tuning_parameter_count
 from minilora.peft.paged import DeviceMemory, PagedAdam, PagedAdamW
+from minilora.peft.prefix_tuning import (
+    PrefixEncoder,
+    PrefixTuningConfig,
+    PrefixTuningModel,
+    prefix_tuning_parameter_count,
+)
+from minilora.peft.prompt_io import load_prompt_adapter, save_prompt_adapter
+from minilora.peft.prompt_learning import PromptLearningConfig, PromptLearningModel
+from minilora.peft.prompt_tuning import PromptEmbedding, PromptTuningConfig, prompt_tuning_parameter_count
 from minilora.peft.qlora import Linear4bit, QLoRALinear, QuantizedWeight, merge_rounding_error, prepare_qlora
+
+# the prompt methods and the adapters in get_peft_model / save_adapter / load_adapter (LoRA registers itself)
+for _cls, _module in ((PromptTuningConfig, _prompt_tuning), (PromptEncoderConfig, _p_tuning),
+                      (PrefixTuningConfig, _prefix_tuning), (BnConfig, _adapters)):
+    register_peft_method(_cls, _module.apply)
+for _cls in (PromptTuningConfig, PromptEncoderConfig, PrefixTuningConfig):
+    register_adapter_io(_cls, save_prompt_adapter, load_prompt_adapter)
+register_adapter_io(BnConfig, save_adapters, load_adapters)
 
 __all__ = [
     "INIT_CHOICES",
@@ -68,4 +103,12 @@ __all__ = [
     "DeviceMemory", "Linear4bit", "MemoryBreakdown", "ModelShape", "PagedAdam", "PagedAdamW", "QLoRALinear",
     "QuantizationConfig", "QuantizedWeight", "estimate", "format_table", "measure", "merge_rounding_error",
     "prepare_qlora", "quantize_base",
+    # prompt learning
+    "PrefixEncoder", "PrefixTuningConfig", "PrefixTuningModel", "PromptEmbedding", "PromptEncoder",
+    "PromptEncoderConfig", "PromptLearningConfig", "PromptLearningModel", "PromptTuningConfig", "load_prompt_adapter",
+    "p_tuning_parameter_count", "prefix_tuning_parameter_count", "prompt_tuning_parameter_count",
+    "save_prompt_adapter",
+    # bottleneck adapters
+    "BlockWithAdapters", "BnConfig", "BottleneckAdapter", "DoubleSeqBnConfig", "SeqBnConfig",
+    "adapter_parameter_count", "load_adapters", "save_adapters", "unload_adapters",
 ]

@@ -6,8 +6,9 @@ module registers ``(config class, function that applies it)`` with :func:`regist
 :func:`register_adapter_io`. Departure from PEFT: there is no ``PeftModel`` wrapper class of its own; each
 method returns what it builds (LoRA changes the model in place and binds PEFT's ``PeftModel`` methods onto it:
 ``print_trainable_parameters``, ``get_nb_trainable_parameters``, ``merge_and_unload``, ``unload``,
-``disable_adapter``; a prompt method may wrap the model). The model a method returns carries its config as
-``peft_config`` (PEFT's attribute) or, for LoRA, ``lora_config``.
+``disable_adapter``; a prompt method returns a wrapper around it). The model a method returns carries its
+config as ``peft_config`` (PEFT's attribute; prompt methods), ``lora_config`` (LoRA) or ``adapter_config``
+(bottleneck adapters).
 
 QLoRA is two steps, as in PEFT (where transformers loads the base in 4 bits and
 ``prepare_model_for_kbit_training`` freezes it before ``get_peft_model``)::
@@ -19,7 +20,8 @@ and :func:`~minilora.peft.inject.inject_lora` puts a :class:`~minilora.peft.qlor
 4-bit layer (:func:`~minilora.peft.qlora.prepare_qlora` is the same two steps in one call).
 
 Adapter files of every method go through one pair: :func:`save_adapter` dispatches on the config the model
-carries, :func:`load_adapter` on the ``peft_type`` in the directory's ``adapter_config.json`` (PEFT's key);
+carries, :func:`load_adapter` on the ``peft_type`` in the directory's ``adapter_config.json`` (PEFT's key;
+AdapterHub's layout names its ``config.architecture`` instead);
 :func:`adapter_nbytes` is the size of what :func:`save_adapter` writes.
 
 :func:`count_parameters` is PEFT's ``get_nb_trainable_parameters``. A layer may hold frozen parameters
@@ -60,20 +62,31 @@ def register_peft_method(config_cls: type, apply: Callable[..., Module]) -> None
     PEFT_METHODS[config_cls] = apply
 
 
+def adapter_kind_of(config_cls: type) -> str | None:
+    """What names ``config_cls``'s method in ``adapter_config.json``: PEFT's ``peft_type`` (``"LORA"``,
+    ``"PROMPT_TUNING"``, ...) or AdapterHub's ``architecture`` (``"bottleneck"``); None if it has neither."""
+    for attr in ("peft_type", "architecture"):
+        kind = getattr(config_cls, attr, None)
+        if isinstance(kind, str) and kind:
+            return kind
+    return None
+
+
 def register_adapter_io(config_cls: type, save: Callable[..., Path], load: Callable[..., Module]) -> None:
     """Make :func:`save_adapter` / :func:`load_adapter` use ``save`` / ``load`` for the method of ``config_cls``.
 
-    ``config_cls.peft_type`` (a class attribute: ``"LORA"``, ``"PROMPT_TUNING"``, ...) is what
-    :func:`load_adapter` finds in ``adapter_config.json``; two methods cannot share one.
+    The class attribute ``config_cls.peft_type`` (PEFT's methods) or ``config_cls.architecture`` (AdapterHub's)
+    is what :func:`load_adapter` finds in ``adapter_config.json`` (:func:`adapter_kind`); two methods cannot
+    share one.
     """
-    peft_type = getattr(config_cls, "peft_type", None) if isinstance(config_cls, type) else None
-    if not isinstance(peft_type, str) or not peft_type:
-        raise TypeError(f"config_cls must be a class with a peft_type string, got {config_cls!r}")
+    kind = adapter_kind_of(config_cls) if isinstance(config_cls, type) else None
+    if kind is None:
+        raise TypeError(f"config_cls must be a class with a peft_type (or architecture) string, got {config_cls!r}")
     if not (callable(save) and callable(load)):
         raise TypeError(f"save and load must be functions (model, path), got {save!r}, {load!r}")
-    taken = [c for c in ADAPTER_IO if c.peft_type == peft_type and c is not config_cls]
+    taken = [c for c in ADAPTER_IO if adapter_kind_of(c) == kind and c is not config_cls]
     if taken:
-        raise ValueError(f"peft_type {peft_type!r} is already registered by {taken[0].__name__}")
+        raise ValueError(f"peft_type {kind!r} is already registered by {taken[0].__name__}")
     ADAPTER_IO[config_cls] = (save, load)
 
 
@@ -107,8 +120,9 @@ def get_peft_model(model: Module, config: Any, seed: int = 0) -> Module:
 
 
 def peft_config_of(model: Module) -> Any:
-    """The config of the PEFT method ``model`` carries (``peft_config`` or, LoRA, ``lora_config``), or None."""
-    for attr in ("peft_config", "lora_config"):
+    """The config of the PEFT method ``model`` carries (``peft_config``; LoRA: ``lora_config``; bottleneck
+    adapters: ``adapter_config``), or None."""
+    for attr in ("peft_config", "lora_config", "adapter_config"):
         config = getattr(model, attr, None)
         if config is not None and _lookup(PEFT_METHODS, config) is not None:
             return config
@@ -133,8 +147,10 @@ def save_adapter(model: Module, path: str | os.PathLike, **kwargs: Any) -> Path:
     return io[0](model, path, **kwargs)
 
 
-def adapter_peft_type(path: str | os.PathLike) -> str:
-    """The ``peft_type`` written in ``path/adapter_config.json`` (ValueError naming the file if there is none)."""
+def adapter_kind(path: str | os.PathLike) -> str:
+    """The method of the adapter in directory ``path``: the ``peft_type`` of its ``adapter_config.json`` (PEFT's
+    layout), or ``config.architecture`` (AdapterHub's layout, ``"bottleneck"``); a ValueError names the file
+    when it has neither."""
     file = Path(path) / CONFIG_NAME
     if not file.is_file():
         raise ValueError(f"adapter directory {str(path)!r} has no {CONFIG_NAME}")
@@ -142,26 +158,30 @@ def adapter_peft_type(path: str | os.PathLike) -> str:
         raw = json.loads(file.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise ValueError(f"{str(file)!r} is not valid JSON: {err}") from err
-    peft_type = raw.get("peft_type") if isinstance(raw, dict) else None
-    if not isinstance(peft_type, str):
-        raise ValueError(f"{str(file)!r} has no peft_type string, got {peft_type!r}")
-    return peft_type
+    raw = raw if isinstance(raw, dict) else {}
+    inner = raw.get("config") if isinstance(raw.get("config"), dict) else {}
+    kind = raw.get("peft_type", inner.get("architecture"))
+    if not isinstance(kind, str):
+        raise ValueError(f"{str(file)!r} has no peft_type string (nor an AdapterHub config.architecture), "
+                         f"got {kind!r}")
+    return kind
 
 
 def load_adapter(model: Module, path: str | os.PathLike, **kwargs: Any) -> Module:
     """Load the adapter in directory ``path`` onto ``model`` with its method's reader; return the adapted model.
 
-    The method is the ``peft_type`` of ``path/adapter_config.json`` (``"LORA"``, ``"PROMPT_TUNING"``, ...);
-    ``kwargs`` go to the reader (LoRA: :func:`minilora.peft.adapter_io.load_adapter`). For a QLoRA adapter,
-    quantize the base first (:func:`~minilora.peft.linear4bit.quantize_base`), as the adapter was trained on it.
-    Each reader checks the file against the model before it changes anything.
+    The method is :func:`adapter_kind` of the directory (``peft_type`` ``"LORA"``, ``"PROMPT_TUNING"``, ...,
+    or AdapterHub's ``"bottleneck"``); ``kwargs`` go to the reader (LoRA:
+    :func:`minilora.peft.adapter_io.load_adapter`). For a QLoRA adapter, quantize the base first
+    (:func:`~minilora.peft.linear4bit.quantize_base`), as the adapter was trained on it. Each reader checks the
+    file against the model before it changes anything.
     """
-    peft_type = adapter_peft_type(path)
+    kind = adapter_kind(path)
     for cls, (_, load) in ADAPTER_IO.items():
-        if cls.peft_type == peft_type:
+        if adapter_kind_of(cls) == kind:
             return load(model, path, **kwargs)
-    known = sorted(c.peft_type for c in ADAPTER_IO)
-    raise ValueError(f"adapter {str(path)!r} has peft_type {peft_type!r}; minilora reads {known}")
+    known = sorted(adapter_kind_of(c) for c in ADAPTER_IO)
+    raise ValueError(f"adapter {str(path)!r} has peft_type {kind!r}; minilora reads {known}")
 
 
 def adapter_nbytes(model: Module, **kwargs: Any) -> int:
@@ -203,6 +223,6 @@ def print_trainable_parameters(model: Module) -> str:
     return line
 
 
-__all__ = ["ADAPTER_IO", "PEFT_METHODS", "adapter_nbytes", "adapter_peft_type", "count_parameters", "get_peft_model",
-           "load_adapter", "num_extra_params", "peft_config_of", "print_trainable_parameters", "register_adapter_io",
-           "register_peft_method", "save_adapter", "trainable_parameters"]
+__all__ = ["ADAPTER_IO", "PEFT_METHODS", "adapter_kind", "adapter_kind_of", "adapter_nbytes", "count_parameters",
+           "get_peft_model", "load_adapter", "num_extra_params", "peft_config_of", "print_trainable_parameters",
+           "register_adapter_io", "register_peft_method", "save_adapter", "trainable_parameters"]

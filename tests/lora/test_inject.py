@@ -146,7 +146,8 @@ def test_get_peft_model_is_inject_lora_for_a_lora_config():
     a, b = get_peft_model(mlp(), config, seed=3), inject_lora(mlp(), config, seed=3)
     assert list(a.params) == list(b.params) and a.trainable_names() == b.trainable_names()
     assert all(np.array_equal(a.params[k], v) for k, v in b.params.items())
-    with pytest.raises(TypeError, match="config must be one of \\['LoraConfig'\\], got dict"):
+    registered = r"\['BnConfig', 'LoraConfig', 'PrefixTuningConfig', 'PromptEncoderConfig', 'PromptTuningConfig'\]"
+    with pytest.raises(TypeError, match=f"config must be one of {registered}, got dict"):
         get_peft_model(mlp(), {"r": 2})
 
 

@@ -34,7 +34,7 @@ def test_save_adapter_of_a_lora_model_writes_what_the_lora_writer_writes(tmp_pat
 def test_load_adapter_reads_the_method_from_peft_type(tmp_path):
     model = lora_mlp()
     mapping.save_adapter(model, tmp_path)
-    assert mapping.adapter_peft_type(tmp_path) == "LORA"
+    assert mapping.adapter_kind(tmp_path) == "LORA"
     loaded = mapping.load_adapter(MLP([6, 16, 16, 4], seed=0), tmp_path)
     assert mapping.peft_config_of(loaded) == model.lora_config
     for k in model.trainable_names():
@@ -110,7 +110,7 @@ def test_registry_refusals(monkeypatch):
 
     with pytest.raises(ValueError, match="peft_type 'LORA' is already registered by LoraConfig"):
         mapping.register_adapter_io(AlsoLora, adapter_io.save_adapter, adapter_io.load_adapter)
-    with pytest.raises(TypeError, match="peft_type string"):
+    with pytest.raises(TypeError, match=r"peft_type \(or architecture\) string"):
         mapping.register_adapter_io(dict, adapter_io.save_adapter, adapter_io.load_adapter)
     with pytest.raises(TypeError, match="config_cls must be a class"):
         mapping.register_peft_method(LoraConfig(), lambda m, c, seed=0: m)
