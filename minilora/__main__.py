@@ -116,6 +116,9 @@ def _method_options(args: argparse.Namespace) -> dict:
         options["prompt_tuning_init"] = options["prompt_tuning_init"].upper()
     if args.method == "prompt" and options["prompt_tuning_init_text"] is not None:  # digits: this task's tokens
         options["prompt_tuning_init_text"] = tuple(int(c) for c in options["prompt_tuning_init_text"])
+    rf = options.get("reduction_factor")
+    if rf is not None and float(rf).is_integer():  # AdapterHub writes reduction_factor=16, not 16.0
+        options["reduction_factor"] = int(rf)
     if args.method == "ptuning" and options["encoder_reparameterization_type"] is not None:
         options["encoder_reparameterization_type"] = options["encoder_reparameterization_type"].upper()
     others = sorted({o for opts in METHOD_OPTIONS.values() for o in opts} - set(METHOD_OPTIONS[args.method]))

@@ -7,7 +7,7 @@ the Agg renderer (the CLI selects the Agg backend; in a notebook they display in
 without timestamps or version metadata, so regenerating one changes no bytes
 (``python -m minilora figures``).
 
-Chapters live in submodules (``formats``, ``quant``, ``training``, ``lora``, ``qlora``); each
+Chapters live in submodules (``formats``, ``quant``, ``training``, ``lora``, ``qlora``, ``methods``); each
 registers its figures on import. The library never imports this package: it sits on top.
 """
 
@@ -26,7 +26,7 @@ import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
 #: chapter submodules that register figures, in reading order
-CHAPTERS = ("lora", "training", "formats", "quant", "qlora")
+CHAPTERS = ("lora", "training", "formats", "quant", "qlora", "methods")
 
 #: matplotlib settings shared by every figure (fixed so output is reproducible)
 RC = {

@@ -246,7 +246,7 @@ def quantize_base(model: Module, config: QuantizationConfig | None = None) -> Mo
         raise TypeError(f"config must be a QuantizationConfig, got {type(config).__name__}")
     if not isinstance(model, Module):
         raise TypeError(f"model must be a minilora Module, got {type(model).__name__}")
-    carried = [a for a in ("lora_config", "peft_config") if a in vars(model)]
+    carried = [a for a in ("lora_config", "peft_config", "adapter_config") if a in vars(model)]
     if carried:
         raise ValueError(f"model already carries {carried[0]}: quantize the base before get_peft_model, as "
                          "transformers loads a model in 4 bits before PEFT adds adapters")

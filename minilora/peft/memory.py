@@ -116,11 +116,15 @@ def activation_bytes(model: Module) -> int:
 def measure(model: Module, optimizer: Any, batch: tuple[np.ndarray, np.ndarray], method: str) -> MemoryBreakdown:
     """Run one training step on ``batch`` and count the bytes of the real arrays (the model is updated).
 
+    Any PEFT method's model works (LoRA, QLoRA, a prompt method's wrapper, adapters): ``method`` is the label
+    of the row; the arrays are whatever the model holds.
+
     Activations are counted after the forward (their peak), gradients after the backward, optimizer state
     after the step (Adam creates it lazily on the first step).
     """
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if not isinstance(method, str) or not method:  # a label: the arrays are counted whatever the method
+        raise ValueError(f"method must be a non-empty label (e.g. one of {METHODS}, 'prompt', 'adapter'), "
+                         f"got {method!r}")
     x, y = batch
     model.train()
     model.zero_grad()
