@@ -23,7 +23,6 @@
 # %%
 import inspect
 
-import matplotlib.pyplot as plt
 import numpy as np
 
 import minilora
@@ -42,7 +41,8 @@ print(inspect.getsource(prepare))
 
 # %%
 recipe = C.CHAPTER_RECIPE
-print("every run:", recipe.describe("lora").replace(f"learning rate {DEFAULT_LR['lora']:g}", "learning rate (per method)"))
+per_method = recipe.describe("lora").replace(f"learning rate {DEFAULT_LR['lora']:g}", "learning rate (per method)")
+print("every run:", per_method)
 print(f"seeds {C.SEEDS}; held-out evaluation on {minilora.data.heldout_eval_batch()[0].shape[0]} sequences\n")
 defaults, budget = C.default_configs(), C.budget_configs()
 for method, (config, quant) in defaults.items():
@@ -60,7 +60,7 @@ for method, (config, quant) in defaults.items():
 
 # %%
 print(f"budget: {C.BUDGET:,d} trainable parameters")
-for method, (config, quant) in budget.items():
+for method, (config, _) in budget.items():
     knob, _ = C.BUDGET_KNOBS[method]
     value = getattr(config, knob)
     print(f"  {method:8s} {knob} = {value:g}")
@@ -90,7 +90,7 @@ print("each method's defaults:\n" + C.table(rows))
 print(f"\nbudget-matched (≈{C.BUDGET:,d} trainable parameters):\n" + C.table(brows))
 
 # %%
-figures.draw("peft_methods");
+fig = figures.draw("peft_methods")
 
 # %% [markdown]
 # ## What the table says
@@ -128,7 +128,8 @@ print(f"Same adapter (r = 4, q and v): LoRA exact match {C.spread(lq['exact_matc
 print(f"QLoRA's training memory: {qq['memory'].total:,d} bytes against LoRA's {lq['memory'].total:,d} "
       f"({qq['memory'].weights:,d} vs {lq['memory'].weights:,d} bytes of weights). One QLoRA step takes "
       f"{rows['qlora']['step_ratio']:.2f}× a full fine-tuning step and LoRA's "
-      f"{rows['lora']['step_ratio']:.2f}×, because every 4-bit weight is dequantized in the forward and again in the backward.")
+      f"{rows['lora']['step_ratio']:.2f}×, because every 4-bit weight is dequantized in the forward and again "
+      "in the backward.")
 
 # %% [markdown]
 # **Memory.** Each row of the memory panel splits into weights, gradients, optimizer state and activations:
@@ -138,6 +139,7 @@ for k, r in rows.items():
     m = r["memory"]
     print(f"{k:8s} weights {m.weights:>9,d}  gradients {m.gradients:>8,d}  optimizer {m.optimizer:>8,d}  "
           f"activations {m.activations:>9,d}  total {m.total:>9,d}")
+state = {k: r["memory"].gradients + r["memory"].optimizer for k, r in rows.items()}
 longer = [k for k in ("prompt", "ptuning") if rows[k]["memory"].activations > rows["full"]["memory"].activations]
 small = all(r["memory"].weights < r["memory"].activations for r in rows.values())
 print(f"\nFor every method the weights take {'less' if small else 'not always less'} memory than the activations "
@@ -145,16 +147,16 @@ print(f"\nFor every method the weights take {'less' if small else 'not always le
       "(chapter 10 computes LLaMA-65B, where it is).")
 print(f"The activations of {' and '.join(longer) or 'no prompt method'} exceed full fine-tuning's: "
       f"their sequences are {defaults['prompt'][0].num_virtual_tokens} virtual tokens longer in every layer. "
-      f"Full fine-tuning's gradients and AdamW state cost {rows['full']['memory'].gradients + rows['full']['memory'].optimizer:,d} "
-      f"bytes, LoRA's {rows['lora']['memory'].gradients + rows['lora']['memory'].optimizer:,d}.")
+      f"Full fine-tuning's gradients and AdamW state cost {state['full']:,d} bytes, LoRA's {state['lora']:,d}.")
 
 # %% [markdown]
 # ## Why the prompt methods learn nothing here
 #
-# Prompt tuning, p-tuning and prefix tuning all move the real tokens `p` positions later. The virtual tokens take
-# positions 0..p−1, or sit in a key/value cache of length p, as in Hugging Face GPT-2 with PEFT (chapters 11–12). The shipped base
-# was pretrained on sequences of 17 tokens, so only position embeddings 0–16 were ever trained. This is
-# what shifting the positions does to the base model on the tasks it *was* pretrained on, before any prompt:
+# Prompt tuning, p-tuning and prefix tuning all move the real tokens `p` positions later. The virtual tokens
+# take positions 0..p−1, or sit in a key/value cache of length p, as in Hugging Face GPT-2 with PEFT
+# (chapters 11–12). The shipped base was pretrained on sequences of 17 tokens, so only position embeddings
+# 0–16 were ever trained. This is what shifting the positions does to the base model on the tasks it *was*
+# pretrained on, before any prompt:
 
 # %%
 shifted = C.position_shift_exact_match((0, 1, 2, 4, 8))
