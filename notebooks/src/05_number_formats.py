@@ -142,7 +142,7 @@ print(f"FP32's total is not exact either: error {abs(float(sums['fp32'][-1]) - 1
 # The two 8-bit formats of the OCP FP8 standard split 7 bits differently. E5M2 is a truncated FP16
 # (same exponent, inf and NaN). E4M3 gives up infinity and keeps a single NaN pattern per sign
 # (S.1111.111), which frees the top binade and stretches its maximum (the IEEE-style layout's maximum
-is computed below for comparison). Without inf, an
+# is computed below for comparison). Without inf, an
 # overflow has to become something else: ml_dtypes (and minilora by default) gives NaN; PyTorch
 # *saturates* to ±448. minilora offers both (`saturate=True`). Note the tie at 464: the midpoint between
 # 448 and the (non-existent) 480 rounds to even, 448.

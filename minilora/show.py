@@ -1,0 +1,88 @@
+"""Show the library's own code in a notebook, so the course displays what it teaches and cannot drift from it.
+
+``show_source(LoRALinear.forward, LoRALinear.backward)`` returns a :class:`Source`, which Jupyter renders
+as a highlighted Python code block (its ``_repr_markdown_``) and a terminal prints as plain text. The text
+is read from the installed module with :func:`inspect.getsource` each time it is shown: edit the library
+and the notebook shows the edit.
+
+Nothing here is needed by the library; notebooks import it (it imports only the standard library).
+"""
+
+from __future__ import annotations
+
+import inspect
+import textwrap
+from typing import Any
+
+
+class Source:
+    """The source text of one or more functions, classes or modules, with where each comes from."""
+
+    def __init__(self, parts: list[tuple[str, str]]) -> None:
+        self.parts = parts  # (where, code) pairs
+
+    @property
+    def text(self) -> str:
+        """The code of every part, separated by a blank line (what ``str`` and the terminal show)."""
+        return "\n\n".join(code for _, code in self.parts)
+
+    def _repr_markdown_(self) -> str:
+        blocks = [f"`{where}`\n\n```python\n{code}\n```" for where, code in self.parts]
+        return "\n\n".join(blocks)
+
+    def __str__(self) -> str:
+        return self.text
+
+    def __repr__(self) -> str:
+        return "\n\n".join(f"# {where}\n{code}" for where, code in self.parts)
+
+
+def _where(obj: Any) -> str:
+    target = inspect.unwrap(obj.fget if isinstance(obj, property) else obj)
+    module = inspect.getmodule(target)
+    name = getattr(target, "__qualname__", getattr(target, "__name__", ""))
+    try:
+        line = inspect.getsourcelines(target)[1]
+    except (OSError, TypeError):
+        line = 0
+    path = module.__name__.replace(".", "/") + ".py" if module is not None else "?"
+    return f"{path}:{line}" + (f" · {name}" if name and not inspect.ismodule(target) else "")
+
+
+def show_source(*objs: Any, lines: tuple[int, int] | None = None) -> Source:
+    """The source of each object (function, method, class, property or module), dedented, for display.
+
+    Parameters
+    ----------
+    *objs : objects :func:`inspect.getsource` accepts (a property shows its getter).
+    lines : optional ``(first, last)`` line numbers, 1-based and inclusive, *within* the object's source, to
+        show one part of a long function (only with a single object).
+
+    Examples
+    --------
+    >>> from minilora.quant.absmax import absmax_dequantize
+    >>> show_source(absmax_dequantize).text.startswith("def absmax_dequantize(")
+    True
+    """
+    if not objs:
+        raise ValueError("show_source needs at least one object to show")
+    if lines is not None and len(objs) != 1:
+        raise ValueError(f"lines selects part of one object's source; got {len(objs)} objects")
+    parts = []
+    for obj in objs:
+        target = obj.fget if isinstance(obj, property) else obj
+        try:
+            code = textwrap.dedent(inspect.getsource(target)).rstrip("\n")
+        except (OSError, TypeError) as err:
+            raise TypeError(f"cannot show the source of {obj!r}: {err}") from err
+        if lines is not None:
+            first, last = lines
+            all_lines = code.splitlines()
+            if not 1 <= first <= last <= len(all_lines):
+                raise ValueError(f"lines must satisfy 1 <= first <= last <= {len(all_lines)}, got {lines}")
+            code = textwrap.dedent("\n".join(all_lines[first - 1:last]))
+        parts.append((_where(obj), code))
+    return Source(parts)
+
+
+__all__ = ["Source", "show_source"]

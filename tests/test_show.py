@@ -1,0 +1,49 @@
+"""minilora.show: the notebooks display the library's own source, read live from the module."""
+
+import inspect
+import textwrap
+
+import pytest
+
+from minilora.peft.lora import LoRALinear
+from minilora.quant.absmax import absmax_quantize
+from minilora.show import show_source
+
+
+def test_source_is_the_library_text_dedented():
+    src = show_source(LoRALinear.forward)
+    assert src.text == textwrap.dedent(inspect.getsource(LoRALinear.forward)).rstrip("\n")
+    assert src.text.startswith("def forward(self, x")
+
+
+def test_markdown_is_a_python_code_block_naming_the_file_and_line():
+    md = show_source(absmax_quantize)._repr_markdown_()
+    line = inspect.getsourcelines(absmax_quantize)[1]
+    assert md.startswith(f"`minilora/quant/absmax.py:{line} · absmax_quantize`")
+    assert "```python\ndef absmax_quantize(" in md and md.rstrip().endswith("```")
+
+
+def test_several_objects_and_a_line_range():
+    both = show_source(LoRALinear.forward, LoRALinear.backward)
+    assert len(both.parts) == 2 and "def backward" in both.text
+    first_two = show_source(LoRALinear.forward, lines=(1, 2)).text.splitlines()
+    assert first_two == show_source(LoRALinear.forward).text.splitlines()[:2]
+
+
+def test_bad_input_is_refused():
+    with pytest.raises(ValueError, match="at least one"):
+        show_source()
+    with pytest.raises(ValueError, match="lines must satisfy"):
+        show_source(absmax_quantize, lines=(3, 10_000))
+    with pytest.raises(ValueError, match="one object"):
+        show_source(absmax_quantize, LoRALinear, lines=(1, 2))
+    with pytest.raises(TypeError, match="cannot show the source of 3"):
+        show_source(3)
+
+
+def test_docstring_examples():
+    import doctest
+
+    import minilora.show
+
+    assert doctest.testmod(minilora.show).failed == 0
