@@ -5,7 +5,10 @@ as a highlighted Python code block (its ``_repr_markdown_``) and a terminal prin
 is read from the installed module with :func:`inspect.getsource` each time it is shown: edit the library
 and the notebook shows the edit.
 
-Nothing here is needed by the library; notebooks import it (it imports only the standard library).
+:func:`log_ticks` labels a logarithmic plot axis densely enough to be read.
+
+Nothing here is needed by the library; notebooks import it (it imports only the standard library, and
+matplotlib inside :func:`log_ticks`).
 """
 
 from __future__ import annotations
@@ -85,4 +88,18 @@ def show_source(*objs: Any, lines: tuple[int, int] | None = None) -> Source:
     return Source(parts)
 
 
-__all__ = ["Source", "show_source"]
+def log_ticks(axis: Any, subs: tuple[float, ...] = (1.0, 2.0, 5.0)) -> Any:
+    """Label a logarithmic matplotlib axis at 1, 2 and 5 times each power of ten (not only at the powers).
+
+    ``axis`` is ``ax.xaxis`` or ``ax.yaxis``; labels are written like ``2e+12`` or ``0.005`` (``{:g}``). Returns
+    the axis. A log axis spanning one or two decades otherwise shows only one or two labelled ticks.
+    """
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    axis.set_major_locator(LogLocator(base=10, subs=subs))
+    axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    axis.set_minor_formatter(NullFormatter())
+    return axis
+
+
+__all__ = ["Source", "log_ticks", "show_source"]

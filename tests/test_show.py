@@ -47,3 +47,20 @@ def test_docstring_examples():
     import minilora.show
 
     assert doctest.testmod(minilora.show).failed == 0
+
+
+def test_log_ticks_labels_1_2_5_per_decade():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from minilora.show import log_ticks
+
+    fig, ax = plt.subplots()
+    ax.semilogy([1, 2], [3e11, 4e13])
+    log_ticks(ax.yaxis)
+    fig.canvas.draw()
+    labels = [t.get_text() for t in ax.get_yticklabels() if t.get_text()]
+    plt.close(fig)
+    assert {"5e+11", "1e+12", "2e+12", "5e+12", "1e+13", "2e+13"} <= set(labels)
