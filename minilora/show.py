@@ -52,14 +52,27 @@ def _where(obj: Any) -> str:
     return f"{path}:{line}" + (f" · {name}" if name and not inspect.ismodule(target) else "")
 
 
-def show_source(*objs: Any, lines: tuple[int, int] | None = None) -> Source:
+def _span(code: str, first: str, last: str) -> str:
+    lines = code.splitlines()
+    start = next((i for i, line in enumerate(lines) if first in line), None)
+    if start is None:
+        raise ValueError(f"span start {first!r} is not in the source")
+    stop = next((i for i in range(start, len(lines)) if last in lines[i]), None)
+    if stop is None:
+        raise ValueError(f"span end {last!r} does not follow {first!r} in the source")
+    return textwrap.dedent("\n".join(lines[start:stop + 1]))
+
+
+def show_source(*objs: Any, span: tuple[str, str] | None = None) -> Source:
     """The source of each object (function, method, class, property or module), dedented, for display.
 
     Parameters
     ----------
     *objs : objects :func:`inspect.getsource` accepts (a property shows its getter).
-    lines : optional ``(first, last)`` line numbers, 1-based and inclusive, *within* the object's source, to
-        show one part of a long function (only with a single object).
+    span : optional ``(first, last)`` pieces of text, to show one part of a long function (only with a single
+        object): from the first line containing ``first`` to the next line (from there on) containing
+        ``last``, inclusive. Chosen by text, not by line numbers, so that an edit of the library either keeps
+        the span right or raises ValueError, never shows the wrong lines.
 
     Examples
     --------
@@ -69,8 +82,8 @@ def show_source(*objs: Any, lines: tuple[int, int] | None = None) -> Source:
     """
     if not objs:
         raise ValueError("show_source needs at least one object to show")
-    if lines is not None and len(objs) != 1:
-        raise ValueError(f"lines selects part of one object's source; got {len(objs)} objects")
+    if span is not None and len(objs) != 1:
+        raise ValueError(f"span selects part of one object's source; got {len(objs)} objects")
     parts = []
     for obj in objs:
         target = obj.fget if isinstance(obj, property) else obj
@@ -78,12 +91,8 @@ def show_source(*objs: Any, lines: tuple[int, int] | None = None) -> Source:
             code = textwrap.dedent(inspect.getsource(target)).rstrip("\n")
         except (OSError, TypeError) as err:
             raise TypeError(f"cannot show the source of {obj!r}: {err}") from err
-        if lines is not None:
-            first, last = lines
-            all_lines = code.splitlines()
-            if not 1 <= first <= last <= len(all_lines):
-                raise ValueError(f"lines must satisfy 1 <= first <= last <= {len(all_lines)}, got {lines}")
-            code = textwrap.dedent("\n".join(all_lines[first - 1:last]))
+        if span is not None:
+            code = _span(code, *span)
         parts.append((_where(obj), code))
     return Source(parts)
 

@@ -26,17 +26,21 @@ def test_markdown_is_a_python_code_block_naming_the_file_and_line():
 def test_several_objects_and_a_line_range():
     both = show_source(LoRALinear.forward, LoRALinear.backward)
     assert len(both.parts) == 2 and "def backward" in both.text
-    first_two = show_source(LoRALinear.forward, lines=(1, 2)).text.splitlines()
-    assert first_two == show_source(LoRALinear.forward).text.splitlines()[:2]
+    part = show_source(LoRALinear.forward, span=("linear_forward", "return y")).text.splitlines()
+    whole = [line.strip() for line in show_source(LoRALinear.forward).text.splitlines()]
+    assert "linear_forward" in part[0] and part[-1].strip() == "return y" and len(part) < len(whole)
+    assert [line.strip() for line in part] == whole[whole.index(part[0].strip()):][:len(part)]
 
 
 def test_bad_input_is_refused():
     with pytest.raises(ValueError, match="at least one"):
         show_source()
-    with pytest.raises(ValueError, match="lines must satisfy"):
-        show_source(absmax_quantize, lines=(3, 10_000))
+    with pytest.raises(ValueError, match="span start 'no such line'"):
+        show_source(absmax_quantize, span=("no such line", "return"))
+    with pytest.raises(ValueError, match="span end"):
+        show_source(LoRALinear.forward, span=("return y", "linear_forward"))
     with pytest.raises(ValueError, match="one object"):
-        show_source(absmax_quantize, LoRALinear, lines=(1, 2))
+        show_source(absmax_quantize, LoRALinear, span=("a", "b"))
     with pytest.raises(TypeError, match="cannot show the source of 3"):
         show_source(3)
 
