@@ -278,8 +278,8 @@ def finetune_gpt(
 def gpt_runs(
     configs: dict,
     seeds=(0,),
-    steps: int = 150,
-    batch_size: int = 16,
+    steps: int | None = None,
+    batch_size: int | None = None,
     lr: float | None = None,
     eval_every: int = 0,
     include_step0: bool = False,
@@ -291,18 +291,19 @@ def gpt_runs(
     ``configs`` maps a label to a :class:`LoraConfig` (LoRA) or to None (full fine-tuning). Returns
     ``{label: {"reports": [report per seed], "histories": [History per seed], "loss": mean loss_after,
     "exact_match": mean exact_match_after, "trainable": trainable parameters}}``, plus ``"models"`` (the trained
-    model per seed) with ``keep_models``. The other arguments go to :func:`finetune_gpt` (``lr`` None: its
-    per-method default).
+    model per seed) with ``keep_models``. The other arguments go to :func:`finetune_gpt`; ``steps``,
+    ``batch_size`` and ``lr`` left None take its defaults (:func:`recipe`).
     """
     from minilora.base_model import load_base_model
 
+    recipe_args = {k: v for k, v in (("steps", steps), ("batch_size", batch_size)) if v is not None}
     out: dict = {}
     for label, config in configs.items():
         method = "full" if config is None else "lora"
         runs = [
             finetune_gpt(
-                load_base_model(), method, config, steps=steps, lr=lr, batch_size=batch_size,
-                eval_every=eval_every, seed=seed, include_step0=include_step0, pretrained=pretrained,
+                load_base_model(), method, config, lr=lr, eval_every=eval_every, seed=seed,
+                include_step0=include_step0, pretrained=pretrained, **recipe_args,
             )
             for seed in seeds
         ]

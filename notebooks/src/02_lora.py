@@ -323,8 +323,7 @@ plt.show()
 
 # %%
 alphas = [8, 16, 32]
-alpha_runs = E.gpt_runs({a: LoraConfig(r=8, lora_alpha=a) for a in alphas}, seeds=SEEDS,
-                        batch_size=lora_recipe["batch_size"], keep_models=True)
+alpha_runs = E.gpt_runs({a: LoraConfig(r=8, lora_alpha=a) for a in alphas}, seeds=SEEDS, keep_models=True)
 print(f"{'alpha':>5s} {'s':>5s} {'loss (mean ± sd)':>17s} {'per seed':>20s} {'exact match':>11s}")
 for a, run in alpha_runs.items():
     losses = E.seed_losses(run)
@@ -370,8 +369,8 @@ plt.show()
 # default initialization:
 
 # %%
-gauss = E.gpt_runs({"gaussian": LoraConfig(r=8, lora_alpha=16, init_lora_weights="gaussian")},
-                   batch_size=lora_recipe["batch_size"])["gaussian"]["reports"][0]
+gauss = E.gpt_runs({"gaussian": LoraConfig(r=8, lora_alpha=16, init_lora_weights="gaussian")})["gaussian"]
+gauss = gauss["reports"][0]
 default_losses = E.seed_losses(alpha_runs[16])
 position = ("inside" if default_losses.min() <= gauss["loss_after"] <= default_losses.max() else "outside")
 print(f"Gaussian A: held-out loss {gauss['loss_after']:.3f}, exact match {gauss['exact_match_after']:.3f}")
@@ -391,7 +390,7 @@ print(f"the Gaussian run lies {position} the range of the default's seeds")
 # %%
 target_runs = {"q, v  r = 8": alpha_runs[16],
                **E.gpt_runs({"all-linear  r = 2": LoraConfig(r=2, lora_alpha=4, target_modules="all-linear")},
-                            seeds=SEEDS, batch_size=lora_recipe["batch_size"])}
+                            seeds=SEEDS)}
 print(f"{'targets':18s} {'trainable':>9s} {'loss (mean)':>11s} {'per seed':>20s} {'exact match':>11s}")
 for label, run in target_runs.items():
     per_seed = " ".join(f"{v:.3f}" for v in E.seed_losses(run))

@@ -95,3 +95,14 @@ def test_doctests():
     import doctest
 
     assert doctest.testmod(E).failed == 0
+
+
+def test_gpt_runs_defaults_to_the_recipe_of_finetune_gpt(monkeypatch):
+    from minilora import data
+
+    seen = []
+    real = data.heldout_train_data
+    monkeypatch.setattr(data, "heldout_train_data", lambda batch_size, seed=0: seen.append(batch_size) or real(
+        batch_size, seed))
+    runs = E.gpt_runs({"a": LoraConfig(r=1)}, steps=1)
+    assert seen == [E.recipe()["batch_size"]] and len(runs["a"]["histories"][0].step) == 1
