@@ -488,3 +488,47 @@ def low_rank_verdict(spectra: dict[str, dict]) -> dict:
             "min_random_energy_rank": min(v["random_energy_rank"] for v in spectra.values()),
             "min_dim": min(min(v["shape"]) for v in spectra.values()),
             "low_rank": bool(low)}
+
+
+def steps_to_fraction(hist: History, fraction: float = 0.01) -> int | None:
+    """The first evaluated step whose eval loss is at most ``fraction`` × the step-0 loss (None: never).
+
+    ``hist.eval_loss[0]`` must be the loss before training (as :func:`finetune_teacher` records it).
+    """
+    if not hist.eval_loss:
+        raise ValueError("the history has no evaluations")
+    target = fraction * hist.eval_loss[0]
+    return next((s for s, loss in zip(hist.eval_step, hist.eval_loss) if loss <= target), None)
+
+
+def is_stuck(hist: History) -> bool:
+    """Whether every evaluation of the run gave exactly (bit for bit) the loss of its first evaluation."""
+    if not hist.eval_loss:
+        raise ValueError("the history has no evaluations")
+    return all(loss == hist.eval_loss[0] for loss in hist.eval_loss)
+
+
+def stable_lr_verdict(lrs, sweeps: dict, inits=(True, "zero_A")) -> dict:
+    """Hayou et al. 2024's prediction on :func:`lr_sweep` results at several widths.
+
+    ``sweeps`` maps a width to an :func:`lr_sweep` result. For each width: the largest stable learning rate
+    of both initializations (:func:`max_stable_lr`), their ratio (B = 0 over A = 0), and the fraction of the
+    learning rates stable for both at which B = 0 ends lower. ``agrees``: the ratio is above 1 at the largest
+    width and not smaller than at the smallest width (B = 0 tolerates larger rates, more so when wider).
+    """
+    b0, a0 = inits
+    lrs = np.asarray(lrs, float)
+    widths = sorted(sweeps)
+    per_width = {}
+    for d in widths:
+        sw = sweeps[d]
+        lr_b0, lr_a0 = max_stable_lr(lrs, sw[b0], sw["initial"]), max_stable_lr(lrs, sw[a0], sw["initial"])
+        both = np.isfinite(sw[b0]) & np.isfinite(sw[a0]) & (sw[b0] < sw["initial"]) & (sw[a0] < sw["initial"])
+        per_width[d] = {
+            "max_stable_b0": lr_b0,
+            "max_stable_a0": lr_a0,
+            "ratio": lr_b0 / lr_a0 if lr_a0 > 0 else float("inf"),
+            "b0_lower_where_both_stable": float(np.mean(sw[b0][both] < sw[a0][both])) if both.any() else float("nan"),
+        }
+    small, large = per_width[widths[0]]["ratio"], per_width[widths[-1]]["ratio"]
+    return {"per_width": per_width, "agrees": bool(large > 1 and large >= small)}

@@ -261,7 +261,7 @@ print(f"on {idx.shape[0]} held-out examples: exact match "
 # default). Printed from the code:
 
 # %%
-from minilora.__main__ import build_parser  # noqa: E402
+from minilora.__main__ import build_parser
 
 lora_recipe, full_recipe = E.recipe("lora"), E.recipe("full")
 cli = build_parser().parse_args(["finetune"])

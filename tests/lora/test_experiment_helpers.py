@@ -106,3 +106,26 @@ def test_gpt_runs_defaults_to_the_recipe_of_finetune_gpt(monkeypatch):
         batch_size, seed))
     runs = E.gpt_runs({"a": LoraConfig(r=1)}, steps=1)
     assert seen == [E.recipe()["batch_size"]] and len(runs["a"]["histories"][0].step) == 1
+
+
+def test_steps_to_fraction_and_is_stuck():
+    from minilora.train import History
+
+    h = History(eval_step=[0, 10, 20, 30], eval_loss=[1.0, 0.5, 0.009, 0.001])
+    assert E.steps_to_fraction(h, 0.01) == 20 and E.steps_to_fraction(h, 1e-4) is None
+    assert not E.is_stuck(h) and E.is_stuck(History(eval_step=[0, 5], eval_loss=[2.0, 2.0]))
+    teacher = low_rank_teacher(8, 8, rank=2, seed=0)
+    zeros = E.finetune_teacher(E.teacher_lora(teacher, r=2, init_lora_weights="zeros"), teacher, lr=1.0, steps=20)
+    assert E.is_stuck(zeros)  # A = B = 0: both gradients zero forever
+
+
+def test_stable_lr_verdict_on_hand_made_sweeps():
+    lrs = [1, 2, 4, 8]
+    inf = np.inf
+    sweeps = {32: {"initial": 1.0, True: np.array([0.5, 0.4, 2.0, inf]), "zero_A": np.array([0.6, 0.5, 3.0, inf])},
+              128: {"initial": 1.0, True: np.array([0.3, 0.2, 0.1, inf]), "zero_A": np.array([0.4, inf, inf, inf])}}
+    v = E.stable_lr_verdict(lrs, sweeps)
+    assert v["per_width"][32]["ratio"] == 1.0 and v["per_width"][128]["ratio"] == 4.0
+    assert v["per_width"][32]["b0_lower_where_both_stable"] == 1.0 and v["agrees"]
+    sweeps[128]["zero_A"] = sweeps[128][True]
+    assert not E.stable_lr_verdict(lrs, sweeps)["agrees"]
