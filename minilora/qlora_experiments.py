@@ -111,4 +111,55 @@ def paging_demo(base, config: LoraConfig | None = None, steps: int = 12, spike_s
             "identical": identical and losses == ref_losses}
 
 
-__all__ = ["QLORA_CONFIG", "compare_methods", "finetune_qlora", "memory_table", "paging_demo", "prepared"]
+# ------------------------------------------------------------------ NF4's premise, measured (notebook 08)
+def weight_statistics(model) -> dict[str, dict]:
+    """Mean, standard deviation and kurtosis of every 2-D weight of ``model`` (its linear layers and embeddings).
+
+    QLoRA's NF4 assumes "pretrained neural network weights usually have a zero-centered normal distribution"
+    (§3); these are the numbers that test it. ``kurtosis`` is Pearson's, E[(w − μ)⁴] / σ⁴: 3 for a normal
+    distribution, more for heavier tails. Computed in float64.
+    """
+    out = {}
+    for name, w in model.params.items():
+        if w.ndim != 2:
+            continue
+        x = np.asarray(w, np.float64).ravel()
+        mean, std = float(x.mean()), float(x.std())
+        out[name] = {"shape": w.shape, "mean": mean, "std": std,
+                     "kurtosis": float(np.mean((x - mean) ** 4) / std**4)}
+    return out
+
+
+def normal_premise_verdict(stats: dict[str, dict], mean_tolerance: float = 0.05) -> dict:
+    """Summarize :func:`weight_statistics`: ``zero_mean`` (every ``|mean| ≤ mean_tolerance · std``),
+    ``heavier_tails`` (every kurtosis above 3), and the extremes ``max_abs_mean_over_std``, ``min_kurtosis``,
+    ``max_kurtosis``."""
+    if not stats:
+        raise ValueError("stats is empty")
+    ratio = max(abs(v["mean"]) / v["std"] for v in stats.values())
+    kurt = [v["kurtosis"] for v in stats.values()]
+    return {"zero_mean": bool(ratio <= mean_tolerance), "heavier_tails": bool(min(kurt) > 3.0),
+            "max_abs_mean_over_std": float(ratio), "min_kurtosis": float(min(kurt)), "max_kurtosis": float(max(kurt))}
+
+
+def usage_fractions(x, quant_type: str = "nf4", blocksize: int = 64) -> np.ndarray:
+    """The fraction of the elements of ``x`` that each 4-bit level takes, ordered from the most negative level
+    to the most positive (:func:`minilora.quant.compare.code_usage`, normalized; FP4's codes sorted by value)."""
+    from minilora.quant.nf4 import get_4bit_code
+    from minilora.quant.compare import code_usage
+
+    order = np.argsort(get_4bit_code(quant_type), kind="stable")
+    return code_usage(x, quant_type, blocksize)[order] / np.size(x)
+
+
+def largest_gap(code, lo: float = -0.5, hi: float = 0.5) -> float:
+    """The widest gap between neighbouring levels of a codebook inside ``[lo, hi]`` (fine = small)."""
+    c = np.unique(np.asarray(code, np.float64))
+    inside = c[(c >= lo) & (c <= hi)]
+    if inside.size < 2:
+        raise ValueError(f"fewer than two levels of the codebook lie in [{lo}, {hi}]")
+    return float(np.diff(inside).max())
+
+
+__all__ = ["QLORA_CONFIG", "compare_methods", "finetune_qlora", "largest_gap", "memory_table",
+           "normal_premise_verdict", "paging_demo", "prepared", "usage_fractions", "weight_statistics"]
