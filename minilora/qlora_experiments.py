@@ -145,8 +145,8 @@ def normal_premise_verdict(stats: dict[str, dict], mean_tolerance: float = 0.05)
 def usage_fractions(x, quant_type: str = "nf4", blocksize: int = 64) -> np.ndarray:
     """The fraction of the elements of ``x`` that each 4-bit level takes, ordered from the most negative level
     to the most positive (:func:`minilora.quant.compare.code_usage`, normalized; FP4's codes sorted by value)."""
-    from minilora.quant.nf4 import get_4bit_code
     from minilora.quant.compare import code_usage
+    from minilora.quant.nf4 import get_4bit_code
 
     order = np.argsort(get_4bit_code(quant_type), kind="stable")
     return code_usage(x, quant_type, blocksize)[order] / np.size(x)
@@ -161,5 +161,30 @@ def largest_gap(code, lo: float = -0.5, hi: float = 0.5) -> float:
     return float(np.diff(inside).max())
 
 
-__all__ = ["QLORA_CONFIG", "compare_methods", "finetune_qlora", "largest_gap", "memory_table",
+# ------------------------------------------------------------------ double quantization with FP8 (notebook 09)
+def fp8_compress_absmax(absmax, fmt=None, blocksize: int = 256) -> np.ndarray:
+    """Double quantization of block scales with an OCP FP8 format instead of bitsandbytes' dynamic map.
+
+    What the QLoRA paper's "8-bit floats" could also have meant (docs/errata.md, erratum 13), at the same
+    storage: subtract the offset ``mean(absmax)`` (correctly rounded, as
+    :func:`minilora.quant.double_quant.compress_absmax` does), then per block of ``blocksize`` scales divide by
+    ``s = max|a − offset| / fmt.max`` (one float32 per block), round to ``fmt`` (default E4M3) and scale back.
+    Returns the reconstructed float32 scales, shape of ``absmax``.
+    """
+    from minilora.formats import FP8_E4M3, round_to
+    from minilora.quant.double_quant import exact_mean_f32
+
+    fmt = FP8_E4M3 if fmt is None else fmt
+    a = np.asarray(absmax, np.float32)
+    offset = exact_mean_f32(a)
+    centred = a - offset
+    pad = (-a.size) % blocksize
+    blocks = np.concatenate([centred, np.zeros(pad, np.float32)]).reshape(-1, blocksize)
+    scale = (np.abs(blocks).max(axis=1, keepdims=True) / np.float32(fmt.max)).astype(np.float32)
+    scale = np.where(scale > 0, scale, np.float32(1))
+    rec = (round_to((blocks / scale).astype(np.float32), fmt) * scale).astype(np.float32)
+    return (rec.reshape(-1)[: a.size] + offset).astype(np.float32)
+
+
+__all__ = ["QLORA_CONFIG", "compare_methods", "finetune_qlora", "fp8_compress_absmax", "largest_gap", "memory_table",
            "normal_premise_verdict", "paging_demo", "prepared", "usage_fractions", "weight_statistics"]
