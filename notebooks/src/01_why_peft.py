@@ -107,7 +107,8 @@ d_model, n_layer, r = 12288, 96, 4
 adapted = 2 * n_layer  # W_q and W_v in every layer
 lora_params = adapted * lora_parameter_count(d_model, d_model, r)
 gpt3_params = 175e9
-print(f"LoRA parameters: {lora_params:,d}  (= {adapted} adapted matrices · r (d + d) = {adapted} · {r} · {2 * d_model})")
+print(f"LoRA parameters: {lora_params:,d}  (= {adapted} adapted matrices · r (d + d) = "
+      f"{adapted} · {r} · {2 * d_model})")
 print(f"fraction of GPT-3: {lora_params / gpt3_params:.2e}")
 print(f"adapter in fp16: {2 * lora_params / 1e6:.1f} MB  ({2 * lora_params / 2**20:.1f} MiB)")
 print(f"full copy in fp16: {2 * gpt3_params / 1e9:.0f} GB")

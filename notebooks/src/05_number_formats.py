@@ -215,10 +215,10 @@ print(f"FP32's total is not exact either: error {abs(float(sums['fp32'][-1]) - 1
 # ## FP8: E4M3 or E5M2, and what to do on overflow
 #
 # The two 8-bit formats of the OCP FP8 standard split 7 bits differently. E5M2 has FP16's exponent, inf
-# and NaN, and keeps 2 of its 10 mantissa bits (converting to it rounds, like every format here). E4M3 gives up infinity and keeps a single NaN pattern per sign
-# (S.1111.111), which frees the top binade and stretches its maximum (the IEEE-style layout's maximum
-# is computed below for comparison). Without inf, an
-# overflow has to become something else: ml_dtypes (and minilora by default) gives NaN; PyTorch
+# and NaN, and keeps 2 of its 10 mantissa bits (converting to it rounds, like every format here). E4M3
+# gives up infinity and keeps a single NaN pattern per sign (S.1111.111), which frees the top binade and
+# stretches its maximum (the IEEE-style layout's maximum is computed below for comparison). Without inf,
+# an overflow has to become something else: ml_dtypes (and minilora by default) gives NaN; PyTorch
 # *saturates* to ±448. minilora offers both (`saturate=True`). Note the tie at 464: the midpoint between
 # 448 and the (non-existent) 480 rounds to even, 448.
 
