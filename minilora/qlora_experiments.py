@@ -90,8 +90,9 @@ def paging_demo(base, config: LoraConfig | None = None, steps: int = 12, spike_s
     ``spike_steps`` have ``spike_digits`` digits instead of 8 (longer sequences), so their activations do
     not fit and optimizer pages are evicted. Returns the budget, the activation bytes of both batch kinds,
     the page statistics, the losses of paged and unpaged training, whether the parameters are identical, and
-    ``timeline``: per step, ``peak`` (device bytes at the step's highest point: weights + resident optimizer
-    pages + that batch's activations), ``resident`` (optimizer bytes on the device after the step),
+    ``weights`` (bytes), and ``timeline``: per step, ``peak`` (device bytes at the step's highest point: weights
+    + resident optimizer pages + that batch's activations), ``resident_at_peak`` (the optimizer bytes on the
+    device at that moment), ``resident`` (optimizer bytes on the device after the step),
     ``activations`` (bytes of that batch's activations), ``page_outs`` / ``page_ins`` (pages moved during it).
     """
     batches = [data.task_batch(data.HELDOUT_TASK, batch_size, seed=np.random.default_rng([seed, i]),
@@ -113,12 +114,15 @@ def paging_demo(base, config: LoraConfig | None = None, steps: int = 12, spike_s
         before = (opt.stats.page_outs, opt.stats.page_ins)
         memory.peak = memory.used
         losses += train_steps(model, opt, [batch], memory, activation_bytes)
+        act = acts["spike" if i in spike_steps else "normal"]
         timeline.append({"step": i, "peak": memory.peak, "resident": opt.buffer.resident_bytes,
-                         "activations": acts["spike" if i in spike_steps else "normal"],
+                         "resident_at_peak": memory.peak - memory.allocations["weights"] - act,
+                         "activations": act,
                          "page_outs": opt.stats.page_outs - before[0], "page_ins": opt.stats.page_ins - before[1]})
     memory.peak = max(t["peak"] for t in timeline)
     identical = all(np.array_equal(model.params[k], v) for k, v in ref.params.items())
-    return {"budget": memory.budget, "peak": memory.peak, "state_bytes": opt.state_bytes(), "pages": opt.buffer.npages,
+    return {"budget": memory.budget, "peak": memory.peak, "weights": memory.allocations["weights"],
+            "state_bytes": opt.state_bytes(), "pages": opt.buffer.npages,
             "activations": acts, "stats": opt.stats, "losses": losses, "ref_losses": ref_losses,
             "identical": identical and losses == ref_losses, "timeline": timeline}
 
@@ -208,5 +212,44 @@ def fp8_compress_absmax(absmax, fmt=None, blocksize: int = 256) -> np.ndarray:
     return (rec.reshape(-1)[: a.size] + offset).astype(np.float32)
 
 
+def merge_effect(model, eval_batch, seed: int = 0) -> dict:
+    """What merging a trained QLoRA model's adapters into its 4-bit weights changes (``model`` is left as it is).
+
+    Per QLoRA layer, :func:`minilora.peft.qlora.merge_rounding_error` (``delta_lost``: the fraction of ‖s·BA‖ the
+    requantized weight does not carry; ``delta_rel``: ‖s·BA‖ / ‖W‖, how large the update is against the weight).
+    For the whole model on ``eval_batch`` (idx, targets): exact match and token accuracy before and after
+    :func:`~minilora.peft.merge_and_unload` (on a copy), the largest logit change and the fraction of positions
+    whose predicted token changes. PEFT's merge warning is caught; ``warning`` holds its text.
+    """
+    import warnings
+
+    from minilora.peft import merge_and_unload
+    from minilora.peft.qlora import QLoRALinear, merge_rounding_error
+
+    rng = np.random.default_rng(seed)
+    layers = {}
+    for name, m in model.named_modules():
+        if isinstance(m, QLoRALinear):
+            x = rng.standard_normal((16, m.in_features)).astype(np.float32)
+            err = merge_rounding_error(m, x)
+            w = m.qweight.dequantize()
+            delta = m.delta_weight().astype(np.float32)
+            err["delta_rel"] = float(np.linalg.norm(delta) / np.linalg.norm(w))
+            layers[name] = err
+    idx, targets = eval_batch
+    before = data.accuracy(model, idx, targets)
+    logits = model.forward(idx)[0]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        merged = merge_and_unload(copy.deepcopy(model))
+    after = data.accuracy(merged, idx, targets)
+    logits_merged = merged.forward(idx)[0]
+    return {"layers": layers, "before": before, "after": after,
+            "max_logit_change": float(np.abs(logits_merged - logits).max()),
+            "changed_predictions": float(np.mean(logits_merged.argmax(-1) != logits.argmax(-1))),
+            "warning": str(caught[0].message) if caught else ""}
+
+
 __all__ = ["QLORA_CONFIG", "compare_methods", "finetune_qlora", "fp8_compress_absmax", "largest_gap", "memory_table",
-           "normal_premise_verdict", "paging_demo", "prepared", "usage_fractions", "weight_statistics"]
+           "merge_effect", "normal_premise_verdict", "paging_demo", "prepared", "usage_fractions",
+           "weight_statistics"]
