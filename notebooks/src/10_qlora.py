@@ -307,7 +307,12 @@ ax.legend(fontsize=7, loc="lower left", ncol=2)
 width = 0.38
 ax2.bar(steps - width / 2, [s["page_outs"] for s in t], width, color="#e6550d", label="pages out (to host)")
 ax2.bar(steps + width / 2, [s["page_ins"] for s in t], width, color="#3182bd", label="pages in (to device)")
-ax2.set(xlabel="training step", ylabel="pages", title="page traffic per step")
+for s in t:
+    for dx, n in ((-width / 2, s["page_outs"]), (width / 2, s["page_ins"])):
+        if n:
+            ax2.text(s["step"] + dx, n, str(n), ha="center", va="bottom", fontsize=7)
+ax2.set(xlabel="training step", ylabel="pages", ylim=(0, 1.3 * max(max(s["page_outs"], s["page_ins"]) for s in t)),
+        title="page traffic per step (steps without bars moved no pages)")
 ax2.set_xticks(steps)
 ax2.legend(fontsize=7)
 fig.tight_layout()
