@@ -3,7 +3,7 @@
 * **Low-rank teacher** (``minilora.data.low_rank_teacher``): a linear "pretrained" layer ``W0`` and a target
   ``W* = W0 + ΔW*`` with ``rank(ΔW*) = r*``. A LoRA adapter of rank r on ``W0`` can fit it exactly iff
   ``r ≥ r*`` (Hu et al. 2021, §4's low-intrinsic-rank hypothesis, made exact). Used for the
-  initialization argument (SEED-NOTES errata 4), the learning-rate sweep (Hayou et al. 2024, arXiv
+  initialization argument (docs/errata.md, erratum 4), the learning-rate sweep (Hayou et al. 2024, arXiv
   2406.08447: B = 0 tolerates larger learning rates than A = 0) and the rank sweep.
 * **Base GPT on the held-out task** (``minilora.data.HELDOUT_TASK``): LoRA vs full fine-tuning, used by
   ``python -m minilora finetune`` and the notebooks.
