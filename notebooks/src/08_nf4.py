@@ -172,9 +172,10 @@ print(f"FP4's two smallest magnitudes: {sorted(set(np.abs(fp4_code()).tolist()))
 
 # %% [markdown]
 # On the left, each level owns the values between the midpoints to its neighbours. On the right, and in
-# the first two lines above, how often each level is used: NF4's usage is flatter than FP4's, but far from
-# equal (the range printed above), because the block absmax, not σ, sets the scale: the largest value of
-# every block lands exactly on ±1, and the other 63 spread over the levels in between. FP4 wastes a code on
+# the first two lines above, how often each level is used: NF4's usage is flatter than FP4's (the spreads
+# printed), but far from equal (the ranges printed), because the block absmax, not σ, sets the scale: the
+# largest value of every block lands exactly on ±1, and the other 63 spread over the levels in between.
+# FP4 wastes a code on
 # −0 (positions 7 and 8 on the right), spends another on ±1/192, a near-duplicate of zero, and then leaves a
 # wide gap near zero; NF4 is the finer of the two around 0, where most weights are (the widest gaps above).
 #
