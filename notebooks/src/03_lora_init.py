@@ -17,8 +17,9 @@
 # zero matrix is no longer zero, and both gradients flow. With A = B = 0 both gradients are zero, so nothing
 # ever changes: the origin is a saddle point of the loss.
 #
-# The four initializations are drawn by the library's `init_lora_matrices` (PEFT has only the first; the
-# other three are minilora's teaching variants):
+# The four initializations are drawn by the library's `init_lora_matrices`. PEFT has two of them: its default
+# `init_lora_weights=True` (A random, B = 0) and `init_lora_weights=False` (both random); A = 0 and A = B = 0
+# are minilora's teaching variants (`"zero_A"`, `"zeros"`):
 
 # %%
 import matplotlib.pyplot as plt
@@ -31,7 +32,7 @@ from minilora.peft import LoRALinear
 from minilora.peft.lora import init_lora_matrices
 from minilora.show import log_ticks, show_source
 
-show_source(init_lora_matrices, span=("A = np.zeros", "B[...] = uniform"))
+show_source(init_lora_matrices, span=("uniform = lambda", "uniform((out_f, r), r)"))
 
 # %%
 teacher = low_rank_teacher(d_in=32, d_out=32, rank=4, seed=0)
