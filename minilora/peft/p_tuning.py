@@ -16,7 +16,7 @@ encoder's output) as ``prompt_embeddings``, and a loaded adapter is a plain tabl
 
 Names follow PEFT: ``embedding.weight``, ``mlp_head.0.weight`` / ``.2`` / ``.4`` (MLP), ``lstm_head.weight_ih_l0``
 ... and ``mlp_head.0`` / ``.2`` (LSTM). Initialization is PyTorch's (``nn.Embedding`` N(0, 1), ``nn.Linear`` and
-``nn.LSTM`` uniform). Departure: ``encoder_hidden_size=None`` means ``n_embd`` (PEFT has no usable default);
+``nn.LSTM`` uniform). ``encoder_hidden_size=None`` means ``n_embd``, as PEFT fills in ``token_dim``;
 ``encoder_num_layers`` is ignored by the MLP, as in PEFT (which warns), and minilora warns too.
 """
 

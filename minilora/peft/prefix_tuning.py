@@ -27,8 +27,8 @@ Liu et al. 2022 (§3.2) found the reparameterization unnecessary for most tasks.
 ``PrefixTuningConfig`` (``prefix_projection=False`` is p-tuning v2's usual setting).
 
 ``init_weights`` (PEFT's): None = random (N(0, 1) table, or PyTorch's Linear init), ``"zero"`` = the table, or
-the last Linear, is zero (every prefix key and value starts at 0). Departure: ``encoder_hidden_size=None``
-means ``n_embd`` (PEFT has no usable default).
+the last Linear, is zero (every prefix key and value starts at 0). ``encoder_hidden_size=None`` means
+``n_embd``, as PEFT fills in ``token_dim``.
 """
 
 from __future__ import annotations
