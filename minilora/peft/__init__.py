@@ -3,11 +3,12 @@ memory accounting, paged optimizers); prompt tuning, p-tuning, prefix tuning / p
 learning, :mod:`minilora.peft.prompt_learning`) and bottleneck adapters (:mod:`minilora.peft.adapters`). Each of
 these methods has a config class and ``apply(model, config, seed)`` in its own module.
 
-The names follow PEFT (``LoraConfig``, ``r``, ``lora_alpha``, ``target_modules``, ``merge_and_unload``) so a
+The names follow PEFT (``get_peft_model``, ``LoraConfig``, ``r``, ``lora_alpha``, ``target_modules``,
+``modules_to_save``, ``merge_and_unload``, ``unload``, ``disable_adapter``, ``print_trainable_parameters``) so a
 student who moves to the real library finds the same words.
 """
 
-from minilora.peft.adapter_io import load_adapter, read_adapter, save_adapter
+from minilora.peft.adapter_io import adapter_files, adapter_nbytes, load_adapter, read_adapter, save_adapter
 from minilora.peft.adapters import (
     BlockWithAdapters,
     BnConfig,
@@ -20,17 +21,17 @@ from minilora.peft.adapters import (
 from minilora.peft.adapters_io import load_adapters, save_adapters
 from minilora.peft.config import INIT_CHOICES, LoraConfig, lora_parameter_count, lora_scaling
 from minilora.peft.inject import (
-    count_parameters,
+    disable_adapter,
     find_targets,
     inject_lora,
     lora_modules,
     merge_and_unload,
     merge_lora,
-    print_trainable_parameters,
-    trainable_parameters,
+    unload,
     unmerge_lora,
 )
 from minilora.peft.lora import LoRALinear, init_lora_matrices
+from minilora.peft.mapping import count_parameters, get_peft_model, print_trainable_parameters, trainable_parameters
 from minilora.peft.memory import MemoryBreakdown, ModelShape, estimate, format_table, measure
 from minilora.peft.p_tuning import PromptEncoder, PromptEncoderConfig, p_tuning_parameter_count
 from minilora.peft.paged import DeviceMemory, PagedAdam, PagedAdamW
@@ -49,8 +50,12 @@ __all__ = [
     "INIT_CHOICES",
     "LoRALinear",
     "LoraConfig",
+    "adapter_files",
+    "adapter_nbytes",
     "count_parameters",
+    "disable_adapter",
     "find_targets",
+    "get_peft_model",
     "init_lora_matrices",
     "inject_lora",
     "load_adapter",
@@ -63,6 +68,7 @@ __all__ = [
     "read_adapter",
     "save_adapter",
     "trainable_parameters",
+    "unload",
     "unmerge_lora",
     # QLoRA
     "DeviceMemory", "Linear4bit", "MemoryBreakdown", "ModelShape", "PagedAdam", "PagedAdamW", "QLoRALinear",
