@@ -48,6 +48,7 @@ from minilora.nn.gpt import GPT
 from minilora.nn.module import Module
 from minilora.nn.modules import Block, Linear
 from minilora.peft.layers import ACTIVATIONS, Activation, Sequential
+from minilora.peft.mapping import register_peft_method
 
 INIT_WEIGHTS = ("bert", "mam_adapter", "houlsby")
 
@@ -313,6 +314,8 @@ def adapter_parameter_count(hidden_size: int, n_layer: int, reduction_factor: fl
     m = int(d // reduction_factor)
     return adapters_per_block * n_layer * (2 * m * d + d + m)
 
+
+register_peft_method(BnConfig, apply)  # get_peft_model(model, BnConfig(...)) applies this method
 
 __all__ = ["BlockWithAdapters", "BnConfig", "BottleneckAdapter", "DoubleSeqBnConfig", "INIT_WEIGHTS", "SeqBnConfig",
            "adapter_blocks", "adapter_parameter_count", "apply", "unload_adapters"]
