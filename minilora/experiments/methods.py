@@ -2,8 +2,9 @@
 
 * :func:`parameter_counts`: every method's trainable parameters on the tiny GPT, GPT-3 175B and LLaMA-7B;
 * :func:`finetune` / :func:`seed_runs`: the shipped base GPT fine-tuned on :data:`minilora.data.HELDOUT_TASK`
-  with any method (finetune_gpt's recipe: AdamW without weight decay at a constant rate, batches of 32, 150
-  steps), over seeds, with the spread a verdict needs (:class:`Runs`, :func:`verdict`);
+  with any method (finetune_gpt's recipe, AdamW without weight decay at a constant rate for 150 steps, with
+  batches of 16 instead of 32 so that each chapter's runs fit in well under a minute), over seeds, with the
+  spread a verdict needs (:class:`Runs`, :func:`verdict`);
 * positions: the base model's exact match when its positions are shifted (:func:`shifted_exact_match`), and
   :func:`keep_positions`, a variant of the prompt methods whose real tokens keep their pretraining positions.
   It is NOT PEFT's behaviour (the methods themselves follow PEFT); it separates the cost of the shift from what
@@ -28,9 +29,8 @@ from minilora.base_model import BASE_CONFIG, load_base_model
 from minilora.nn import functional as F
 from minilora.nn.gpt import GPT
 from minilora.optim import AdamW
-from minilora.peft import LoraConfig, inject_lora
+from minilora.peft import LoraConfig, inject_lora, p_tuning, prefix_tuning, prompt_tuning
 from minilora.peft import adapters as adapters_mod
-from minilora.peft import p_tuning, prefix_tuning, prompt_tuning
 from minilora.peft.adapters import BnConfig, adapter_parameter_count
 from minilora.peft.memory import ModelShape
 from minilora.peft.prefix_tuning import PrefixTuningModel, prefix_to_past_key_values
@@ -161,13 +161,14 @@ def apply_method(base: GPT, config, seed: int = 0):
     return adapters_mod.apply(base, config, seed=seed)
 
 
-def finetune(config, seed: int = 0, steps: int = 150, batch_size: int = 32, lr: float | None = None,
+def finetune(config, seed: int = 0, steps: int = 150, batch_size: int = 16, lr: float | None = None,
              kept_positions: bool = False, eval_every: int = 0, base: GPT | None = None) -> tuple:
     """Fine-tune a fresh copy of the shipped base (or ``base``) on the held-out task with ``config``'s method.
 
     Returns ``(model, history, report)``; ``report`` has ``method``, ``lr``, ``trainable``, ``total``,
     ``exact_match_before`` / ``_after``, ``token_acc_before`` / ``_after``, ``loss_before`` / ``_after`` and
-    ``seconds`` (training only). "Before" is the model as training starts (after the method was applied).
+    ``seconds`` (training only). "Before" is the model as training starts (after the method was applied); the
+    history's evaluations start with it, at step 0.
     """
     model = apply_method(load_base_model() if base is None else base, config, seed)
     if kept_positions:
@@ -182,6 +183,10 @@ def finetune(config, seed: int = 0, steps: int = 150, batch_size: int = 32, lr: 
                  eval_fn=lambda m: data.accuracy(m, *eval_batch), progress=False, desc=f"finetune ({name})")
     seconds = time.perf_counter() - t0
     after = hist.eval_metrics[-1] if steps else before
+    if steps:  # the history starts with the model as training starts (step 0)
+        hist.eval_step.insert(0, 0)
+        hist.eval_loss.insert(0, loss_before)
+        hist.eval_metrics.insert(0, before)
     report = {"method": name, "lr": lr, "trainable": model.num_params(trainable_only=True),
               "total": model.num_params(), "exact_match_before": before["exact_match"],
               "exact_match_after": after["exact_match"], "token_acc_before": before["token_acc"],
@@ -197,6 +202,7 @@ class Runs:
     label: str
     reports: list[dict] = field(default_factory=list)
     histories: list[History] = field(default_factory=list)
+    models: list = field(default_factory=list, repr=False)  # kept only with seed_runs(keep_models=True)
 
     def values(self, key: str = "exact_match_after") -> np.ndarray:
         """One report entry over the seeds."""
@@ -219,13 +225,15 @@ class Runs:
         return f"Runs({self.label!r}, exact match {self.summary()}, trainable {self.trainable:,d})"
 
 
-def seed_runs(config, seeds=(0, 1, 2), label: str | None = None, **kw) -> Runs:
-    """:func:`finetune` once per seed (keyword arguments go to it)."""
+def seed_runs(config, seeds=(0, 1, 2), label: str | None = None, keep_models: bool = False, **kw) -> Runs:
+    """:func:`finetune` once per seed (keyword arguments go to it); ``keep_models`` keeps the trained models."""
     runs = Runs(label or method_name(config))
     for seed in seeds:
-        _, hist, report = finetune(config, seed=seed, **kw)
+        model, hist, report = finetune(config, seed=seed, **kw)
         runs.reports.append(report)
         runs.histories.append(hist)
+        if keep_models:
+            runs.models.append(model)
     return runs
 
 
@@ -238,6 +246,12 @@ def verdict(a: Runs, b: Runs, key: str = "exact_match_after") -> str:
     if va.max() < vb.min():
         return "lower"
     return "not distinguishable"
+
+
+def compared(a: Runs, b: Runs, key: str = "exact_match_after") -> str:
+    """:func:`verdict` as words that precede ``b``: ``"higher than"``, ``"lower than"``, ``"not distinguishable
+    from"``."""
+    return {"higher": "higher than", "lower": "lower than"}.get(verdict(a, b, key), "not distinguishable from")
 
 
 # ----------------------------------------------------------------------------- what a prompt can change
@@ -315,5 +329,5 @@ def prompt_as_prefix(model: PromptLearningModel) -> PrefixTuningModel:
 
 
 __all__ = ["DEFAULT_LR", "GPT3_175B", "KeptPositionsPrefixModel", "KeptPositionsPromptModel", "Runs", "SHAPES",
-           "apply_method", "attention_decomposition", "finetune", "keep_positions", "method_name",
+           "apply_method", "attention_decomposition", "compared", "finetune", "keep_positions", "method_name",
            "parameter_counts", "prompt_as_prefix", "seed_runs", "shifted_exact_match", "toy_tokenizer", "verdict"]

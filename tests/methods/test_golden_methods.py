@@ -11,8 +11,8 @@ import json
 
 import numpy as np
 import pytest
-
 from conftest import load_golden
+
 from minilora.nn import GPT, GPTConfig
 from minilora.peft import p_tuning, prefix_tuning, prompt_tuning
 from minilora.peft.prompt_io import prompt_config_dict

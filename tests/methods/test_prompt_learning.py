@@ -17,8 +17,8 @@ from minilora.peft.prompt_learning import PromptLearningModel
 from .cases import METHODS, PROMPT_METHODS, TINY, apply_method, batch, tiny_gpt
 
 
-@pytest.mark.parametrize("p,ids,rows", [(5, [4, 2], [4, 2, 4, 2, 4]), (2, [6, 1, 3], [6, 1]), (3, [5, 0, 2], [5, 0, 2])],
-                         ids=["repeated", "cut", "exact"])
+@pytest.mark.parametrize("p,ids,rows", [(5, [4, 2], [4, 2, 4, 2, 4]), (2, [6, 1, 3], [6, 1]),
+                                        (3, [5, 0, 2], [5, 0, 2])], ids=["repeated", "cut", "exact"])
 def test_text_init_copies_the_texts_token_embeddings_repeated_or_cut(p, ids, rows):
     base = tiny_gpt()
     wte = base.params["wte.weight"].copy()
