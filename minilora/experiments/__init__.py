@@ -5,6 +5,8 @@
   (:func:`~minilora.experiments.recipe.finetune`);
 * :mod:`~minilora.experiments.lora` — chapters 02–03: the low-rank teacher, LoRA on the base GPT;
 * :mod:`~minilora.experiments.qlora` — chapter 10: QLoRA against LoRA and full fine-tuning, memory, paging;
+* :mod:`~minilora.experiments.methods` — prompt tuning, p-tuning, prefix tuning / p-tuning v2 and adapters on
+  the shipped base GPT (chapters 11–13);
 * :mod:`~minilora.experiments.compare` — chapter 14: every PEFT method on one task, side by side.
 
 Nothing heavy is imported here: import the chapter module you need.

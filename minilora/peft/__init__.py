@@ -10,10 +10,6 @@ The names follow PEFT (``get_peft_model``, ``LoraConfig``, ``r``, ``lora_alpha``
 student who moves to the real library finds the same words.
 """
 
-from minilora.peft import adapters as _adapters
-from minilora.peft import p_tuning as _p_tuning
-from minilora.peft import prefix_tuning as _prefix_tuning
-from minilora.peft import prompt_tuning as _prompt_tuning
 from minilora.peft.adapter_io import adapter_files, read_adapter
 from minilora.peft.adapters import (
     BlockWithAdapters,
@@ -64,10 +60,8 @@ from minilora.peft.prompt_learning import PromptLearningConfig, PromptLearningMo
 from minilora.peft.prompt_tuning import PromptEmbedding, PromptTuningConfig, prompt_tuning_parameter_count
 from minilora.peft.qlora import Linear4bit, QLoRALinear, QuantizedWeight, merge_rounding_error, prepare_qlora
 
-# the prompt methods and the adapters in get_peft_model / save_adapter / load_adapter (LoRA registers itself)
-for _cls, _module in ((PromptTuningConfig, _prompt_tuning), (PromptEncoderConfig, _p_tuning),
-                      (PrefixTuningConfig, _prefix_tuning), (BnConfig, _adapters)):
-    register_peft_method(_cls, _module.apply)
+# the adapter files of the prompt methods and of the adapters, for save_adapter / load_adapter (each method
+# registers itself with get_peft_model in its own module, LoRA its files in adapter_io)
 for _cls in (PromptTuningConfig, PromptEncoderConfig, PrefixTuningConfig):
     register_adapter_io(_cls, save_prompt_adapter, load_prompt_adapter)
 register_adapter_io(BnConfig, save_adapters, load_adapters)

@@ -28,6 +28,9 @@ block (GPT-2, and this GPT) AdapterHub computes, with ``z`` the adapter's input:
 (``W_down`` uniform ±1/√d as ``nn.Linear``, ``W_up`` and biases 0: exactly the identity at the start) and
 ``"houlsby"`` (weights N(0, 0.01) truncated to ±0.02, biases 0).
 
+Houlsby et al. also train the layer-normalization parameters of each task; minilora trains only the adapters
+(AdapterHub's ``train_adapter`` does the same; ``model.unfreeze([...ln names...])`` adds them).
+
 Departures from AdapterHub: a ``reduction_factor`` that leaves no hidden unit (``d // reduction_factor < 1``)
 is an error (AdapterHub silently uses m = 1); only the sequential adapter with the block's residual
 (``original_ln_after=True``, ``residual_before_ln=True``, no extra LayerNorms, no gating, phm or invertible
@@ -48,6 +51,7 @@ from minilora.nn.gpt import GPT
 from minilora.nn.module import Module
 from minilora.nn.modules import Block, Linear
 from minilora.peft.layers import ACTIVATIONS, Activation, Sequential
+from minilora.peft.mapping import register_peft_method
 
 INIT_WEIGHTS = ("bert", "mam_adapter", "houlsby")
 
@@ -313,6 +317,8 @@ def adapter_parameter_count(hidden_size: int, n_layer: int, reduction_factor: fl
     m = int(d // reduction_factor)
     return adapters_per_block * n_layer * (2 * m * d + d + m)
 
+
+register_peft_method(BnConfig, apply)  # get_peft_model(model, BnConfig(...)) applies this method
 
 __all__ = ["BlockWithAdapters", "BnConfig", "BottleneckAdapter", "DoubleSeqBnConfig", "INIT_WEIGHTS", "SeqBnConfig",
            "adapter_blocks", "adapter_parameter_count", "apply", "unload_adapters"]

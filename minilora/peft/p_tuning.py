@@ -16,7 +16,7 @@ encoder's output) as ``prompt_embeddings``, and a loaded adapter is a plain tabl
 
 Names follow PEFT: ``embedding.weight``, ``mlp_head.0.weight`` / ``.2`` / ``.4`` (MLP), ``lstm_head.weight_ih_l0``
 ... and ``mlp_head.0`` / ``.2`` (LSTM). Initialization is PyTorch's (``nn.Embedding`` N(0, 1), ``nn.Linear`` and
-``nn.LSTM`` uniform). Departure: ``encoder_hidden_size=None`` means ``n_embd`` (PEFT has no usable default);
+``nn.LSTM`` uniform). ``encoder_hidden_size=None`` means ``n_embd``, as PEFT fills in ``token_dim``;
 ``encoder_num_layers`` is ignored by the MLP, as in PEFT (which warns), and minilora warns too.
 """
 
@@ -33,6 +33,7 @@ from minilora.nn.module import Module
 from minilora.nn.modules import Embedding, Linear
 from minilora.peft.layers import Activation, Sequential
 from minilora.peft.lstm import LSTM
+from minilora.peft.mapping import register_peft_method
 from minilora.peft.prompt_learning import PromptLearningConfig, PromptLearningModel, check_positive_int
 
 ENCODER_TYPES = ("MLP", "LSTM")
@@ -156,5 +157,7 @@ def p_tuning_parameter_count(num_virtual_tokens: int, n_embd: int, encoder_hidde
     lstm = sum(2 * 4 * H * ((C if layer == 0 else 2 * H) + H + 2) for layer in range(encoder_num_layers))
     return p * C + lstm + (2 * H * 2 * H + 2 * H) + (2 * H * C + C)
 
+
+register_peft_method(PromptEncoderConfig, apply)  # get_peft_model(model, PromptEncoderConfig(...)) applies this method
 
 __all__ = ["ENCODER_TYPES", "PromptEncoder", "PromptEncoderConfig", "apply", "p_tuning_parameter_count"]

@@ -27,8 +27,8 @@ Liu et al. 2022 (§3.2) found the reparameterization unnecessary for most tasks.
 ``PrefixTuningConfig`` (``prefix_projection=False`` is p-tuning v2's usual setting).
 
 ``init_weights`` (PEFT's): None = random (N(0, 1) table, or PyTorch's Linear init), ``"zero"`` = the table, or
-the last Linear, is zero (every prefix key and value starts at 0). Departure: ``encoder_hidden_size=None``
-means ``n_embd`` (PEFT has no usable default).
+the last Linear, is zero (every prefix key and value starts at 0). ``encoder_hidden_size=None`` means
+``n_embd``, as PEFT fills in ``token_dim``.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ from minilora.nn.gpt import GPT
 from minilora.nn.module import Module
 from minilora.nn.modules import Embedding, Linear
 from minilora.peft.layers import Activation, Sequential
+from minilora.peft.mapping import register_peft_method
 from minilora.peft.prompt_learning import PromptLearningConfig, PromptLearningModel, check_positive_int
 
 
@@ -162,7 +163,7 @@ class PrefixTuningModel(PromptLearningModel):
         idx, targets = self._check_batch(idx, targets)
         c = self.config
         past = prefix_to_past_key_values(self.get_prompt(), idx.shape[0], c.n_layer, c.n_head)
-        return self.base_model.forward(idx, targets, past_key_values=past)
+        return self.base_model.forward(idx, targets, past_key_values=past, position_ids=self.position_ids(idx.shape[1]))
 
     def backward(self, dloss: float = 1.0) -> None:
         """Backpropagate into the prefix encoder: ``d prefix = Σ_batch dK, dV`` of every layer."""
@@ -196,6 +197,8 @@ def prefix_tuning_parameter_count(num_virtual_tokens: int, n_layer: int, n_embd:
     H = encoder_hidden_size
     return p * C + (C * H + H) + (H * 2 * L * C + 2 * L * C)
 
+
+register_peft_method(PrefixTuningConfig, apply)  # get_peft_model(model, PrefixTuningConfig(...)) applies this method
 
 __all__ = ["PrefixEncoder", "PrefixTuningConfig", "PrefixTuningModel", "apply", "past_key_values_to_prefix",
            "prefix_to_past_key_values", "prefix_tuning_parameter_count"]

@@ -65,7 +65,7 @@ def prompt_config_dict(model: PromptLearningModel) -> dict:
               "encoder_num_layers": cfg.encoder_num_layers,
               "encoder_reparameterization_type": cfg.encoder_reparameterization_type}
     else:
-        d |= {"encoder_hidden_size": cfg.hidden_size(c.n_embd) if cfg.prefix_projection else cfg.encoder_hidden_size,
+        d |= {"encoder_hidden_size": cfg.hidden_size(c.n_embd),
               "init_weights": cfg.init_weights, "prefix_projection": cfg.prefix_projection}
     return d
 
@@ -136,11 +136,12 @@ def config_from_dict(raw: dict, source: str = "adapter_config.json"):
 def read_prompt_adapter(path: str | os.PathLike):
     """``(config, prompt_embeddings, encoder_state or None, raw_json)`` of an adapter directory."""
     path = Path(path)
-    for name in (CONFIG_NAME, WEIGHTS_NAME):
-        if not (path / name).is_file():
-            raise ValueError(f"adapter directory {str(path)!r} has no {name}")
+    if not (path / CONFIG_NAME).is_file():
+        raise ValueError(f"adapter directory {str(path)!r} has no {CONFIG_NAME}")
     raw = json.loads((path / CONFIG_NAME).read_text(encoding="utf-8"))
-    config = config_from_dict(raw, str(path / CONFIG_NAME))
+    config = config_from_dict(raw, str(path / CONFIG_NAME))  # another kind of adapter is named first
+    if not (path / WEIGHTS_NAME).is_file():
+        raise ValueError(f"adapter directory {str(path)!r} has no {WEIGHTS_NAME}")
     st = _safetensors_numpy()
     tensors = st.load_file(str(path / WEIGHTS_NAME))
     if set(tensors) != {PROMPT_KEY}:
