@@ -16,6 +16,7 @@ from minilora.figures import register
 #: one colour per method, in the comparison's order
 COLORS = {"full": "0.25", "lora": "C0", "qlora": "C9", "prompt": "C1", "ptuning": "C3", "prefix": "C2",
           "adapter": "C4"}
+LABEL_OFFSETS = {"prefix": (-8, -14), "adapter": (4, 8), "prompt": (-4, 8), "ptuning": (6, 6)}
 PARTS = (("weights", "0.55"), ("gradients", "C3"), ("optimizer", "C1"), ("activations", "C0"))
 
 
@@ -25,7 +26,7 @@ def _running_mean(x: np.ndarray, window: int) -> np.ndarray:
 
 @register("peft_methods")
 def peft_methods() -> Figure:
-    """Full fine-tuning, LoRA, QLoRA, prompt tuning, p-tuning, prefix tuning and adapters on one task, 3 seeds."""
+    """Full fine-tuning, LoRA, QLoRA, prompt tuning, p-tuning, prefix tuning and adapters on one task, over seeds."""
     from minilora.experiments import compare as C
 
     res = C.comparison()
@@ -39,12 +40,13 @@ def peft_methods() -> Figure:
             color = COLORS[r["method"]]
             ax_em.errorbar(r["trainable"], mean, yerr=sd, fmt="o" if filled else "s", ms=7, capsize=3,
                            color=color, mfc=color if filled else "white", mew=1.5)
-            if filled:
-                ax_em.annotate(label, (r["trainable"], mean), xytext=(6, 4), textcoords="offset points", fontsize=8)
+            if filled:  # labels of the points that crowd near exact match 0 are staggered
+                ax_em.annotate(label, (r["trainable"], mean), xytext=LABEL_OFFSETS.get(label, (6, 4)),
+                               textcoords="offset points", fontsize=8)
     ax_em.plot([], [], "o", color="0.3", label="each method's defaults")
     ax_em.plot([], [], "s", color="0.3", mfc="white", label=f"budget-matched (≈{C.BUDGET:,d} trainable)")
     ax_em.set_xscale("log")
-    ax_em.set(xlabel="trainable parameters (log)", ylabel="held-out exact match (mean ± std, 3 seeds)",
+    ax_em.set(xlabel="trainable parameters (log)", ylabel=f"held-out exact match (mean ± std, {len(C.SEEDS)} seeds)",
               title=f"what {C.CHAPTER_RECIPE.steps} steps buy, per trainable parameter", ylim=(-0.05, 1.05))
     ax_em.legend(fontsize=8, loc="upper left")
 
@@ -53,10 +55,10 @@ def peft_methods() -> Figure:
         smooth = _running_mean(curves, C.SMOOTHING)
         ax_loss.plot(np.arange(C.SMOOTHING, len(curves) + 1), smooth, color=COLORS[r["method"]], label=label)
     ax_loss.axhline(C.LOSS_THRESHOLD, color="0.5", lw=0.8, ls="--")
-    ax_loss.annotate(f"threshold {C.LOSS_THRESHOLD:g}", (2, C.LOSS_THRESHOLD), xytext=(0, 3),
-                     textcoords="offset points", fontsize=8, color="0.4")
+    ax_loss.annotate(f"threshold {C.LOSS_THRESHOLD:g}", (C.CHAPTER_RECIPE.steps, C.LOSS_THRESHOLD), xytext=(0, 3),
+                     textcoords="offset points", fontsize=8, color="0.4", ha="right")
     ax_loss.set_yscale("log")
-    ax_loss.set(xlabel="step", ylabel=f"training loss (running mean of {C.SMOOTHING}, mean of 3 seeds)",
+    ax_loss.set(xlabel="step", ylabel=f"training loss (running mean of {C.SMOOTHING}, mean of {len(C.SEEDS)} seeds)",
                 title="training curves (defaults)")
     ax_loss.legend(fontsize=8, ncol=2)
 

@@ -68,8 +68,8 @@ for method, (config, _) in budget.items():
 # %% [markdown]
 # ## The run
 #
-# `C.comparison()` trains every configuration for every seed, which makes 7 × 3 runs for the defaults and 3 runs per
-# budget configuration that differs from its default. It measures everything in the table:
+# `C.comparison()` trains every configuration once per seed of `C.SEEDS` (a budget configuration equal to its
+# default reuses that row). It measures everything in the table:
 #
 # * **trainable** is PEFT's count;
 # * **bytes** is what `save_adapter` writes (for full fine-tuning, the whole model). **infer. B** is the part
@@ -126,10 +126,11 @@ lq, qq = brows["lora"], brows["qlora"]
 print(f"Same adapter (r = 4, q and v): LoRA exact match {C.spread(lq['exact_match'])[0]:.3f}, QLoRA "
       f"{C.spread(qq['exact_match'])[0]:.3f}. QLoRA is {verdict(qq['exact_match'], lq['exact_match'])} LoRA.")
 print(f"QLoRA's training memory: {qq['memory'].total:,d} bytes against LoRA's {lq['memory'].total:,d} "
-      f"({qq['memory'].weights:,d} vs {lq['memory'].weights:,d} bytes of weights). One QLoRA step takes "
-      f"{rows['qlora']['step_ratio']:.2f}× a full fine-tuning step and LoRA's "
-      f"{rows['lora']['step_ratio']:.2f}×, because every 4-bit weight is dequantized in the forward and again "
-      "in the backward.")
+      f"({qq['memory'].weights:,d} vs {lq['memory'].weights:,d} bytes of weights).")
+tq, tl = rows["qlora"]["step_ratio"], rows["lora"]["step_ratio"]
+print(f"One QLoRA step takes {tq:.2f}× a full fine-tuning step, LoRA's {tl:.2f}×"
+      + (": QLoRA pays for dequantizing every 4-bit weight in the forward and again in the backward."
+         if tq > tl else ": here the dequantization does not show in the step time."))
 
 # %% [markdown]
 # **Memory.** Each row of the memory panel splits into weights, gradients, optimizer state and activations:
@@ -175,11 +176,25 @@ print(f"With any shift the base model keeps at most {worst:.3f} of its pretraine
 # This is a property of this toy base, not of the methods. GPT-2 is pretrained on 1024 positions, so a
 # shift of 20 keeps its tokens on trained positions. The lesson carries over all the same: **a prompt can
 # only steer computation the frozen model already does**. It cannot retrain a position embedding, a
-# projection or an MLP, and so it adds no new capability. It is weakest on small models. Lester et al. (2021) found the
-# gap to full fine-tuning closing only at billions of parameters, and deep prompts (p-tuning v2)
-# narrowing it at smaller scale. Adapters and LoRA change the computation inside every block, which is why
-# they can teach a new task to a small model.
-#
+# projection or an MLP. Lester et al. (2021) found prompt tuning weakest on small models, with the gap to
+# full fine-tuning closing only at billions of parameters; Liu et al. (2022) found deep prompts
+# (p-tuning v2) narrowing it at smaller scale. LoRA and adapters instead change the computation inside
+# every block, and they leave the tokens where the base model saw them:
+
+# %%
+final = {k: float(np.mean(r["loss"])) for k, r in rows.items()}
+for k in ("lora", "adapter", "prefix", "prompt", "ptuning"):
+    print(f"{k:8s} held-out loss {final[k]:.3f}  exact match {em[k][0]:.3f}  "
+          f"steps to loss {C.LOSS_THRESHOLD:g}: {C.threshold_summary(rows[k]['steps_to_threshold'])}")
+prompt_best = min(final[k] for k in ("prompt", "ptuning", "prefix"))
+learns = final["adapter"] < prompt_best
+behind = final["adapter"] > final["lora"] and em["adapter"][0] < 0.1
+print(f"\nThe adapters' held-out loss ends {'below' if learns else 'above'} every prompt method's, "
+      f"and {'above' if final['adapter'] > final['lora'] else 'below'} LoRA's. Their exact match after "
+      f"{recipe.steps} steps is {em['adapter'][0]:.3f} against LoRA's {em['lora'][0]:.3f}"
+      + (f": an exact answer needs all {minilora.data.N_DIGITS} digits right, and at this loss almost none is."
+         if behind else "."))
+
 # ## Budget-matched: the same number of trainable parameters
 
 # %%
@@ -199,8 +214,8 @@ print(f"\nWith about {C.BUDGET:,d} trainable parameters each, {best} does best (
 # 1. **Learning rates.** Re-run `C.lr_sweep("adapter")` and check that its lowest loss is at `DEFAULT_LR["adapter"]`.
 #    Does the adapter's exact match in the table change much between the two best rates of the grid?
 # 2. **A larger bottleneck.** Train adapters with `reduction_factor=4` (m = 16 hidden units) for one seed with
-#    `C.compare`. How do the trainable parameters, the bytes and the exact match change against the default
-#    (m = 4)? Compare with LoRA's default, which has a similar count.
+#    `C.compare`. How do the trainable parameters, the bytes and the held-out loss change against the default
+#    (m = 4)? Compare with LoRA's default.
 # 3. **Where LoRA saves time.** A frozen weight gets no weight gradient, so LoRA skips one matmul per frozen
 #    layer in the backward, and its side path adds two thin ones. Time LoRA on q and v against LoRA on every
 #    linear layer (`target_modules="all-linear"`) with `C.step_time_ratios`. Which is faster, and why?
