@@ -254,3 +254,11 @@ def test_running_sum_axis_and_independent_rows():
     s = running_sum(x, FP16, axis=1)
     assert s.shape == (3, 5) and (s[:, -1] == 5).all()
     np.testing.assert_array_equal(running_sum(x, FP16, axis=0)[-1], np.full(5, 3, np.float32))
+
+
+def test_golden_file_records_its_provenance():
+    from golden._meta import read_meta
+
+    info = read_meta(G)
+    assert info["generator"] == "tools/golden/formats.py" and not info["dirty"]
+    assert {"ml_dtypes", "torch", "numpy"} <= set(info["libraries"])

@@ -1,8 +1,13 @@
-"""minilora.quant against golden vectors made by bitsandbytes 0.50.2 (tools/golden/quant.py)."""
+"""minilora.quant against golden vectors made by bitsandbytes 0.50.2 (tools/golden/quant.py).
+
+The inputs are rebuilt by ``tools/golden/_inputs.py`` and checked against the SHA-256 the golden file pins.
+"""
+
+import sys
 
 import numpy as np
 import pytest
-from conftest import load_golden
+from conftest import ROOT, load_golden
 
 from minilora.quant import (
     create_dynamic_map,
@@ -18,7 +23,11 @@ from minilora.quant import (
     quantize_blockwise,
 )
 
+sys.path.insert(0, str(ROOT / "tools"))
+from golden._inputs import digest, quant_inputs  # noqa: E402
+
 G = load_golden("quant")
+X = quant_inputs(G["nf4_code"], G["fp4_code"], G["dynamic_map"])
 
 
 def bits(a):
@@ -27,7 +36,15 @@ def bits(a):
 
 
 def cases(prefix):
-    return sorted(k[: -len("_x")] for k in G if k.startswith(prefix) and k.endswith("_x"))
+    return sorted(k[: -len("_x_sha256")] for k in G if k.startswith(prefix) and k.endswith("_x_sha256"))
+
+
+def test_inputs_match_the_golden_file():
+    """The rebuilt inputs are the ones bitsandbytes was given (NumPy's generator has not changed)."""
+    pinned = sorted(k[: -len("_x_sha256")] for k in G if k.endswith("_x_sha256"))
+    assert len(pinned) == len(X) == 35
+    for key in pinned:
+        assert bytes(digest(X[key])) == bytes(G[f"{key}_x_sha256"]), key
 
 
 FOUR_BIT = cases("nf4_") + cases("fp4_")
@@ -72,7 +89,7 @@ def test_dynamic_map_facts():
 
 @pytest.mark.parametrize("case", FOUR_BIT)
 def test_4bit_bytes_absmax_dequant(case):
-    x, bs, qt = G[f"{case}_x"], int(G[f"{case}_bs"]), case[:3]
+    x, bs, qt = X[case], int(G[f"{case}_bs"]), case[:3]
     packed, state = quantize_4bit(x, blocksize=bs, quant_type=qt)
     assert packed.dtype == np.uint8 and np.array_equal(packed, G[f"{case}_packed"])
     assert np.array_equal(bits(state.absmax), bits(G[f"{case}_absmax"]))
@@ -83,7 +100,7 @@ def test_4bit_bytes_absmax_dequant(case):
 
 @pytest.mark.parametrize("case", DQ)
 def test_4bit_double_quant(case):
-    x, bs, qt = G[f"{case}_x"], int(G[f"{case}_bs"]), case[:3]
+    x, bs, qt = X[case], int(G[f"{case}_bs"]), case[:3]
     packed, state = quantize_4bit(x, blocksize=bs, quant_type=qt, compress_statistics=True)
     assert np.array_equal(packed, G[f"{case}_packed"])     # the 4-bit codes do not change
     # the offset: minilora's correctly rounded mean; bitsandbytes' float32 mean within a few ulp of it
@@ -100,17 +117,17 @@ def test_4bit_double_quant(case):
 
 @pytest.mark.parametrize("case", cases("bw8_"))
 def test_blockwise_8bit(case):
-    x, bs = G[f"{case}_x"], int(G[f"{case}_bs"])
+    x, bs = X[case], int(G[f"{case}_bs"])
     q, state = quantize_blockwise(x, blocksize=bs)
     assert np.array_equal(q, G[f"{case}_q"])
     assert np.array_equal(bits(state.absmax), bits(G[f"{case}_absmax"]))
     assert np.array_equal(bits(dequantize_blockwise(q, state)), bits(G[f"{case}_deq"]))
 
 
-@pytest.mark.parametrize("case", cases("i8_"))
+@pytest.mark.parametrize("case", [f"{c}_t{t}" for c in cases("i8_") for t in (0, 6)])
 def test_int8_vectorwise(case):
-    threshold = float(case.rsplit("_t", 1)[1])
-    ca, sca, cols = int8_vectorwise_quant(G[f"{case}_x"], threshold)
+    name, threshold = case.rsplit("_t", 1)
+    ca, sca, cols = int8_vectorwise_quant(X[name].astype(np.float32), float(threshold))
     assert ca.dtype == np.int8 and np.array_equal(ca, G[f"{case}_CA"])
     assert np.array_equal(bits(sca), bits(G[f"{case}_SCA"]))
     assert np.array_equal(cols, G[f"{case}_cols"])
@@ -118,7 +135,7 @@ def test_int8_vectorwise(case):
 
 
 def test_int8_golden_covers_ties_and_threshold():
-    x, cols = G["i8_m_t6_x"], G["i8_m_t6_cols"]
+    x, cols = X["i8_m"], G["i8_m_t6_cols"]
     assert x[2, 7] == 6.0 and 7 in cols                    # exactly the threshold is an outlier
     assert G["i8_m_t0_CA"][7, 1] == 64 and G["i8_m_t0_CA"][7, 2] == -64    # 63.5 → 64: half to even
     assert np.all(G["i8_m_t0_CA"][6] == 0)                 # an all-zero row
@@ -127,7 +144,7 @@ def test_int8_golden_covers_ties_and_threshold():
 @pytest.mark.parametrize("threshold", [0, 6])
 def test_int8_matmul_pieces(threshold):
     key = f"mm_t{threshold}"
-    p = int8_matmul_parts(G["mm_x"], G["mm_w"], threshold)
+    p = int8_matmul_parts(X["mm_x"], X["mm_w"], threshold)
     for name in ("CA", "SCA", "CB", "SCB", "acc"):
         assert np.array_equal(getattr(p, name), G[f"{key}_{name}"]), name
     assert np.array_equal(p.outlier_cols, G[f"{key}_cols"])
@@ -138,3 +155,11 @@ def test_int8_matmul_pieces(threshold):
     # y = int_part + outlier_part cancels in places: compare relative to the size of the two terms
     scale = np.abs(G[f"{key}_int_part"]) + np.abs(G[f"{key}_outlier_part"])
     assert np.all(np.abs(p.y - G[f"{key}_y"]) <= 1e-4 * scale)
+
+
+def test_golden_file_records_its_provenance():
+    from golden._meta import read_meta
+
+    info = read_meta(G)
+    assert info["generator"] == "tools/golden/quant.py" and not info["dirty"]
+    assert info["libraries"]["bitsandbytes"] == "0.50.2" and info["libraries"]["torch"].startswith("2.13.0")
