@@ -3,6 +3,7 @@
 The inputs are rebuilt by ``tools/golden/_inputs.py`` and checked against the SHA-256 the golden file pins.
 """
 
+import json
 import sys
 
 import numpy as np
@@ -77,6 +78,45 @@ def test_normal_map_float64_recipe_is_not_bit_equal():
 def test_dynamic_map_bit_equal(signed):
     ref = G["dynamic_map" if signed else "dynamic_map_unsigned"]
     assert np.array_equal(bits(create_dynamic_map(signed=signed)), bits(ref))
+
+
+DYNMAP_GRID = json.loads(str(G["dynmap_grid_json"]))
+
+
+def _dynmap_id(row):
+    return f"signed={row['signed']}-m={row['max_exponent_bits']!r}-bits={row['total_bits']!r}"
+
+
+@pytest.mark.parametrize("row", DYNMAP_GRID, ids=_dynmap_id)
+def test_dynamic_map_every_argument_combination(row):
+    """Every (signed, max_exponent_bits, total_bits) of the grid: bitsandbytes' map, or an error where it errs."""
+    args = (row["signed"], row["max_exponent_bits"], row["total_bits"])
+    if "error" in row:                     # bitsandbytes: AssertionError / UnboundLocalError / TypeError
+        with pytest.raises(TypeError if row["error"] == "TypeError" else ValueError, match="create_dynamic_map"):
+            create_dynamic_map(*args)
+        return
+    m = create_dynamic_map(*args)
+    assert m.dtype == np.float32 and m.shape == (row["size"],)
+    assert bytes(digest(m)).hex() == row["sha256"]
+
+
+def test_dynamic_map_grid_covers_the_cases():
+    ok = [r for r in DYNMAP_GRID if "error" not in r]
+    errors = {r["error"] for r in DYNMAP_GRID if "error" in r}
+    assert errors == {"AssertionError", "UnboundLocalError", "TypeError"} and len(ok) > 100
+    sizes = {(r["signed"], r["max_exponent_bits"], r["total_bits"]): r["size"] for r in ok}
+    assert sizes[True, 8, 8] == 256 and sizes[True, 7, 16] == 65536 and sizes[True, 3, 4] == 256   # padded to 256
+
+
+@pytest.mark.parametrize("key", sorted(k for k in G if k.startswith("dynmap_") and k != "dynmap_grid_json"))
+def test_dynamic_map_in_full(key):
+    signed, m, b = (int(v) for v in key.split("_")[1:])
+    assert np.array_equal(bits(create_dynamic_map(bool(signed), m, b)), bits(G[key]))
+
+
+def test_dynamic_map_numpy_integers_act_as_python_integers():
+    ref = create_dynamic_map(True, 8, 8)
+    assert np.array_equal(bits(create_dynamic_map(np.bool_(True), np.int64(8), np.int16(8))), bits(ref))
 
 
 def test_dynamic_map_facts():
