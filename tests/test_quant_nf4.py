@@ -144,3 +144,59 @@ def test_mismatched_state():
         dequantize_4bit(packed, bad)
     with pytest.raises(TypeError, match="uint8"):
         dequantize_4bit(packed.astype(np.int16), st)
+
+
+# ---- QuantState equality: bitsandbytes' QuantState.__eq__ -------------------------------------------
+
+def _copy(st):
+    import copy
+
+    return copy.deepcopy(st)
+
+
+@pytest.mark.parametrize("nested", [False, True])
+def test_quant_state_equality_compares_the_arrays(nested):
+    x = np.random.default_rng(3).standard_normal((40, 70)).astype(np.float32)
+    _, st = quantize_4bit(x, quant_type="nf4", compress_statistics=nested)
+    other = _copy(st)
+    assert st == other and not (st != other)
+    # absmax and code: allclose(rtol=1e-5, atol=1e-6) as in bitsandbytes, so a last-bit change is equal
+    if not nested:
+        other.absmax = np.nextafter(other.absmax, np.float32(np.inf))
+        assert st == other
+        other.absmax = other.absmax * np.float32(1.001)
+        assert st != other
+    other = _copy(st)
+    other.code = other.code + np.float32(1e-3)
+    assert st != other
+    for field, value in (("shape", (70, 40)), ("blocksize", 128), ("quant_type", "fp4"), ("dtype", np.float16)):
+        other = _copy(st)
+        setattr(other, field, value)
+        assert st != other, field
+
+
+def test_quant_state_equality_nested_state2_and_offset():
+    x = np.random.default_rng(4).standard_normal(70_000).astype(np.float32)
+    _, st = quantize_4bit(x, quant_type="nf4", compress_statistics=True)
+    _, flat = quantize_4bit(x, quant_type="nf4")
+    assert st != flat and flat != st                               # nested vs not: state2 None on one side
+    other = _copy(st)
+    other.offset = np.nextafter(st.offset, np.float32(1))          # the offset is compared exactly
+    assert st != other
+    other = _copy(st)
+    other.state2.absmax = other.state2.absmax * np.float32(1.01)   # the nested state is compared too
+    assert st != other
+    other = _copy(st)
+    other.absmax = other.absmax.copy()
+    other.absmax[0] ^= np.uint8(1)                                  # one 8-bit code
+    assert st != other
+
+
+def test_quant_state_equality_other_objects_and_shapes():
+    _, st = quantize_4bit(np.ones(100, np.float32), quant_type="nf4")
+    assert st != "a state" and st != None  # noqa: E711
+    other = _copy(st)
+    other.absmax = other.absmax[:1]                                 # a different number of blocks: unequal
+    assert st != other
+    with pytest.raises(TypeError, match="unhashable"):
+        hash(st)

@@ -120,11 +120,70 @@ class QuantState:
         n = self.numel
         return 8.0 * self.nbytes / n if n else 0.0
 
+    # Compared by value, as bitsandbytes' QuantState.__eq__ does; mutable, so not hashable (as there).
+    __hash__ = None  # type: ignore[assignment]
+
+    def __eq__(self, other: object) -> bool:
+        """bitsandbytes' ``QuantState.__eq__``: arrays by ``allclose``, the rest exactly, ``state2`` recursively.
+
+        ``absmax`` and ``code`` are equal when ``allclose(rtol=1e-5, atol=1e-6)`` holds (exact for the uint8
+        codes of a nested ``absmax``); ``shape``, ``dtype``, ``blocksize``, ``quant_type`` and ``offset`` must be
+        equal, ``offset`` and ``state2`` both absent or both present and equal. (Arrays of different shapes or
+        kinds are unequal here, where torch's ``allclose`` would broadcast or raise.)
+        """
+        if not isinstance(other, QuantState):
+            return NotImplemented
+        return bool(
+            _allclose(self.absmax, other.absmax)
+            and tuple(self.shape) == tuple(other.shape)
+            and _allclose(self.code, other.code)
+            and _dtype_str(self.dtype) == _dtype_str(other.dtype)
+            and self.blocksize == other.blocksize
+            and self.quant_type == other.quant_type
+            and (self.offset is None) == (other.offset is None)
+            and (self.offset is None or bool(self.offset == other.offset))
+            and (self.state2 is None) == (other.state2 is None)
+            and (self.state2 is None or self.state2 == other.state2)
+        )
+
     def __repr__(self) -> str:
         nested = f", state2=<{self.state2.quant_type} bs {self.state2.blocksize}>" if self.nested else ""
         return (f"QuantState(quant_type={self.quant_type!r}, shape={tuple(self.shape)}, "
                 f"blocksize={self.blocksize}, nblocks={self.nblocks}, "
                 f"bits_per_param={self.bits_per_param:.6g}{nested})")
+
+
+def _allclose(a: Any, b: Any) -> bool:
+    """``allclose(a, b, rtol=1e-5, atol=1e-6)`` (torch's defaults, bitsandbytes' atol) for same-shape arrays."""
+    xp = backend.xp()
+    a, b = xp.asarray(a), xp.asarray(b)
+    if a.shape != b.shape or (a.dtype.kind == "f") != (b.dtype.kind == "f"):
+        return False
+    return bool(xp.allclose(a.astype(xp.float64), b.astype(xp.float64), rtol=1e-5, atol=1e-6))
+
+
+#: the dtype names a bitsandbytes state can record (``str(torch.float32).strip("torch.")`` etc.)
+DTYPE_NAMES = ("float32", "float16", "bfloat16", "float64")
+
+
+def _dtype_str(dtype: Any) -> str:
+    if isinstance(dtype, str):
+        return dtype
+    try:
+        return np.dtype(dtype).name
+    except TypeError:
+        return str(dtype)
+
+
+def dtype_name(dtype: Any) -> str:
+    """The name bitsandbytes writes for a dtype: ``"float32"``, ``"float16"``, ``"bfloat16"``, ``"float64"``.
+
+    NumPy has no bfloat16, so a state read from a bfloat16 checkpoint keeps the string ``"bfloat16"``.
+    """
+    name = _dtype_str(dtype)
+    if name not in DTYPE_NAMES:
+        raise ValueError(f"dtype must be one of {DTYPE_NAMES}, got {dtype!r}")
+    return name
 
 
 # ----------------------------------------------------------------------------- input validation
