@@ -15,6 +15,8 @@ from minilora.quant import (
     create_normal_map,
     dequantize_4bit,
     dequantize_blockwise,
+    dequantize_fp4,
+    dequantize_nf4,
     fp4_code,
     int8_matmul_parts,
     int8_vectorwise_dequant,
@@ -22,6 +24,8 @@ from minilora.quant import (
     nf4_code,
     quantize_4bit,
     quantize_blockwise,
+    quantize_fp4,
+    quantize_nf4,
 )
 
 sys.path.insert(0, str(ROOT / "tools"))
@@ -136,6 +140,17 @@ def test_4bit_bytes_absmax_dequant(case):
     out = dequantize_4bit(packed, state)
     assert out.shape == x.shape and out.dtype == np.float32
     assert np.array_equal(bits(out), bits(G[f"{case}_deq"]))
+
+
+@pytest.mark.parametrize("case", FOUR_BIT)
+def test_named_4bit_functions(case):
+    """quantize_nf4 / quantize_fp4 and their dequantize twins, as bitsandbytes names them."""
+    qt, bs, dq = case[:3], int(G[f"{case}_bs"]), f"{case}_dq_q_exact" in G
+    quantize, dequantize = {"nf4": (quantize_nf4, dequantize_nf4), "fp4": (quantize_fp4, dequantize_fp4)}[qt]
+    packed, state = quantize(X[case], blocksize=bs, compress_statistics=dq)
+    assert np.array_equal(packed, G[f"{case}_packed"])
+    want = G[f"{case}_dq_deq_exact" if dq else f"{case}_deq"]
+    assert np.array_equal(bits(dequantize(packed, state)), bits(want))
 
 
 @pytest.mark.parametrize("case", DQ)
