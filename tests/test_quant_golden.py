@@ -31,6 +31,8 @@ from minilora.quant import (
 sys.path.insert(0, str(ROOT / "tools"))
 from golden._inputs import digest, quant_inputs  # noqa: E402
 
+from minilora.quant.int8 import BNB_INV_127_SQ, INV_127_SQ  # noqa: E402
+
 G = load_golden("quant")
 X = quant_inputs(G["nf4_code"], G["fp4_code"], G["dynamic_map"])
 
@@ -196,20 +198,44 @@ def test_int8_golden_covers_ties_and_threshold():
     assert np.all(G["i8_m_t0_CA"][6] == 0)                 # an all-zero row
 
 
-@pytest.mark.parametrize("threshold", [0, 6])
-def test_int8_matmul_pieces(threshold):
-    key = f"mm_t{threshold}"
-    p = int8_matmul_parts(X["mm_x"], X["mm_w"], threshold)
+MATMUL = sorted(k[: -len("_acc")] for k in G if k.startswith("mm") and k.endswith("_acc"))
+
+
+@pytest.mark.parametrize("key", MATMUL)
+def test_int8_matmul_pieces(key):
+    case, threshold = key.rsplit("_t", 1)
+    p = int8_matmul_parts(X[f"{case}_x"], X[f"{case}_w"], float(threshold))
     for name in ("CA", "SCA", "CB", "SCB", "acc"):
         assert np.array_equal(getattr(p, name), G[f"{key}_{name}"]), name
     assert np.array_equal(p.outlier_cols, G[f"{key}_cols"])
-    assert (len(p.outlier_cols) > 0) == (threshold > 0)
-    # bitsandbytes multiplies by 6.200124e-05 instead of 1/127²: 1.8e-5 relatively larger
-    np.testing.assert_allclose(p.int_part, G[f"{key}_int_part"], rtol=1e-4, atol=0)
+    # the int8 part is bitsandbytes' int8_mm_dequant bit for bit (its constant 6.200124e-05 is the default)
+    assert np.array_equal(bits(p.int_part), bits(G[f"{key}_int_part"]))
+    explicit = int8_matmul_parts(X[f"{case}_x"], X[f"{case}_w"], float(threshold), rescale="bitsandbytes")
+    assert np.array_equal(bits(explicit.int_part), bits(p.int_part))
+    # the outlier columns go through a float32 matmul: torch (MKL) and NumPy sum in different orders
     np.testing.assert_allclose(p.outlier_part, G[f"{key}_outlier_part"], rtol=1e-5, atol=1e-6)
-    # y = int_part + outlier_part cancels in places: compare relative to the size of the two terms
     scale = np.abs(G[f"{key}_int_part"]) + np.abs(G[f"{key}_outlier_part"])
-    assert np.all(np.abs(p.y - G[f"{key}_y"]) <= 1e-4 * scale)
+    assert np.all(np.abs(p.y - G[f"{key}_y"]) <= 1e-5 * scale)
+
+
+def test_int8_matmul_golden_covers_the_cases():
+    assert {"mm_t0", "mm_t6", "mmk1_t0", "mmk1_t6", "mmbig_t0"} <= set(MATMUL)
+    assert len(G["mm_t6_cols"]) > 0 and len(G["mm_t0_cols"]) == 0
+    acc = G["mmbig_t0_acc"].astype(np.int64)
+    assert np.any(acc.astype(np.float32).astype(np.int64) != acc)      # sums float32 cannot hold exactly
+    assert G["mmk1_t0_CA"].shape[1] == 1                              # k = 1 (torch._int_mm is avoided there)
+
+
+@pytest.mark.parametrize("key", MATMUL)
+def test_int8_matmul_exact_rescale(key):
+    """rescale="exact" multiplies by float32(1/127²): bitsandbytes' result times the ratio of the constants."""
+    case, threshold = key.rsplit("_t", 1)
+    p = int8_matmul_parts(X[f"{case}_x"], X[f"{case}_w"], float(threshold), rescale="exact")
+    ratio = float(INV_127_SQ) / float(BNB_INV_127_SQ)                   # 1 − 1.8e-5
+    want = G[f"{key}_int_part"].astype(np.float64) * ratio
+    ulp = np.spacing(np.abs(want).astype(np.float32)).astype(np.float64)
+    assert np.all(np.abs(p.int_part - want) <= 2 * ulp)
+    assert not np.array_equal(p.int_part, G[f"{key}_int_part"]) or not np.any(G[f"{key}_int_part"])
 
 
 def test_golden_file_records_its_provenance():
