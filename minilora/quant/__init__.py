@@ -10,6 +10,7 @@ A progression on shared pieces (each step reuses the one before it):
 * :mod:`~minilora.quant.nf4` — NF4 / FP4 4-bit quantization, and
 * :mod:`~minilora.quant.double_quant` — the 8-bit dynamic map and double quantization of absmax;
 * :mod:`~minilora.quant.state` — :class:`QuantState` and its byte accounting;
+* :mod:`~minilora.quant.serialize` — ``QuantState.as_dict`` / ``from_dict`` in bitsandbytes' file format;
 * :mod:`~minilora.quant.bounds` — the worst-case error each quantizer guarantees.
 
 Everything bitsandbytes defines is reproduced bit for bit (``../shared/FACTS.md`` §2–§4), checked by
