@@ -11,6 +11,15 @@ hold) as ``json.dumps`` of a dict in that order, UTF-8 encoded, in one uint8 arr
     {"quant_type": "nf4", "blocksize": 128, "dtype": "float32", "shape": [33, 65], "nested_blocksize": 256,
      "nested_dtype": "float32", "nested_offset": 47.569942474365234}
 
+>>> import numpy as np
+>>> from minilora.quant import QuantState, quantize_4bit
+>>> _, st = quantize_4bit(np.ones(100, np.float32), quant_type="nf4", compress_statistics=True)
+>>> d = st.as_dict(packed=True)
+>>> list(d)
+['absmax', 'quant_map', 'nested_absmax', 'nested_quant_map', 'quant_state.bitsandbytes__nf4']
+>>> json.loads(bytes(d["quant_state.bitsandbytes__nf4"]))["shape"], QuantState.from_dict(d) == st
+([100], True)
+
 In a transformers checkpoint the keys follow the weight's name (``….weight.absmax``,
 ``….weight.quant_state.bitsandbytes__nf4``); reading strips the prefixes, as bitsandbytes does.
 

@@ -56,8 +56,9 @@ class QuantState:
         ``absmax - offset`` (then ``state2`` holds their scales).
     shape : tuple of int
         Shape of the original tensor.
-    dtype : numpy.dtype
-        dtype of the original tensor (the computation itself is float32, as in bitsandbytes).
+    dtype : numpy.dtype or "bfloat16"
+        dtype of the original tensor (the computation itself is float32, as in bitsandbytes); the string
+        ``"bfloat16"`` for a state read from a bfloat16 checkpoint (NumPy has no bfloat16 dtype).
     blocksize : int
         Number of consecutive elements (C order) sharing one absmax.
     quant_type : str
