@@ -8,7 +8,9 @@ quantize approximates through a lookup table. Run with TORCHDYNAMO_DISABLE=1::
     TORCHDYNAMO_DISABLE=1 PYTHONPATH=. /work/goldenv/bin/python tools/make_golden.py quant
 
 Writes tests/golden/quant.npz. The inputs come from ``tools/golden/_inputs.py`` (``quant_inputs``) and are
-stored by their SHA-256 only (``<key>_x_sha256``): the tests rebuild them. For double quantization
+pinned by their SHA-256 (``<key>_x_sha256``): the tests rebuild them. The inputs earlier versions of this
+file stored in full (``<case>_x``, ``i8_<name>_t<thr>_x``, ``mm_x``, ``mm_w``) are still stored, byte for byte
+as before, for the tests that read them (tests/testing); new inputs are not. For double quantization
 bitsandbytes takes torch's float32 mean as the offset while minilora takes the correctly rounded mean, so
 the file holds both bitsandbytes' own result (``*_bnb``) and its result when fed minilora's offset
 (``*_exact``). Further groups:
@@ -54,9 +56,12 @@ def n(a) -> np.ndarray:
     return a.detach().cpu().numpy().copy()
 
 
-def put_x(out: dict, key: str, x: np.ndarray) -> None:
-    """Pin an input by its digest (the tests rebuild it from tools/golden/_inputs.py)."""
+def put_x(out: dict, key: str, x: np.ndarray, stored: tuple[str, ...] = ()) -> None:
+    """Pin an input by its digest (the tests rebuild it from tools/golden/_inputs.py); ``stored``: the keys
+    under which earlier versions of this file also stored it in full (tests/testing reads them)."""
     out[f"{key}_x_sha256"] = digest(x)
+    for name in stored:
+        out[name] = x.astype(np.float32)
 
 
 def put_state_dict(out: dict, key: str, qs_dict: dict) -> None:
@@ -87,7 +92,7 @@ def four_bit(out: dict, X: dict) -> None:
             x = X[key]
             packed, absmax = op("quantize_4bit", t(x), bs, qt, torch.uint8)
             deq = op("dequantize_4bit", packed, absmax, bs, qt, list(shape), torch.float32)
-            put_x(out, key, x)
+            put_x(out, key, x, stored=(f"{key}_x",))
             out[f"{key}_bs"] = np.int64(bs)
             out[f"{key}_packed"], out[f"{key}_absmax"] = n(packed).reshape(-1), n(absmax)
             out[f"{key}_deq"] = n(deq)
@@ -182,7 +187,7 @@ def blockwise8(out: dict, X: dict) -> None:
         x = X[key]
         q, absmax = op("quantize_blockwise", t(x), code, bs)
         deq = op("dequantize_blockwise", q, absmax, code, bs, torch.float32)
-        put_x(out, key, x)
+        put_x(out, key, x, stored=(f"{key}_x",))
         out[f"{key}_bs"], out[f"{key}_q"] = np.int64(bs), n(q)
         out[f"{key}_absmax"], out[f"{key}_deq"] = n(absmax), n(deq)
 
@@ -190,7 +195,7 @@ def blockwise8(out: dict, X: dict) -> None:
 def int8(out: dict, X: dict) -> None:
     for name in ("m", "row", "plain"):
         x16 = X[f"i8_{name}"]
-        put_x(out, f"i8_{name}", x16)
+        put_x(out, f"i8_{name}", x16, stored=(f"i8_{name}_t0_x", f"i8_{name}_t6_x"))
         for thr in (0.0, 6.0):
             ca, sca, cols = op("int8_vectorwise_quant", t(x16.copy()), thr)
             key = f"i8_{name}_t{int(thr)}"
@@ -200,8 +205,8 @@ def int8(out: dict, X: dict) -> None:
     # LLM.int8 matmul pieces, y = x wᵀ (x float32, w (n, k)): outlier features; k = 1; sums above 2^24
     for case, thresholds in (("mm", (0.0, 6.0)), ("mmk1", (0.0, 6.0)), ("mmbig", (0.0,))):
         x, w = X[f"{case}_x"], X[f"{case}_w"]
-        put_x(out, f"{case}_x", x)
-        put_x(out, f"{case}_w", w)
+        put_x(out, f"{case}_x", x, stored=("mm_x",) if case == "mm" else ())
+        put_x(out, f"{case}_w", w, stored=("mm_w",) if case == "mm" else ())
         x16, w16 = t(x).half(), t(w).half()
         for thr in thresholds:
             ca, sca, cols = op("int8_vectorwise_quant", x16.clone(), thr)
