@@ -22,7 +22,7 @@ shortened FP16 with inf and NaN; E4M3 ("fn") has no infinity and a single NaN pe
 :func:`encode` converts float32 to a format using only integer operations on the float32 bit
 pattern — ``.view``, shifts, masks and comparisons — so the rounding is visible step by step
 and the same code runs on CuPy. Semantics (those of PyTorch, ml_dtypes and NumPy, checked
-against all three by golden vectors; ``../shared/FACTS.md`` §1):
+against all three by golden vectors; ``docs/facts.md`` §1):
 
 * round to nearest, ties to even; subnormal results are kept (no flush to zero); ±0 keep their sign;
 * a finite value at or beyond the first overflow point becomes ±inf (FP16 from 65520, BF16 from

@@ -42,7 +42,7 @@ def _first_mismatch(got, want, x):
             f"got {got[j]!r}, want {want[j]!r}")
 
 
-# ---- constants are computed from the fields and equal FACTS.md §1 ----------------------------------
+# ---- constants are computed from the fields and equal docs/facts.md §1 ----------------------------------
 
 @pytest.mark.parametrize("fmt, mx, min_normal, min_sub, eps", [
     (FP32, 3.4028234663852886e38, 2.0**-126, 2.0**-149, 2.0**-23),

@@ -17,7 +17,7 @@ from minilora.quant.double_quant import compress_absmax, decompress_absmax, exac
 
 
 def test_dynamic_map_float64_scaling_differs():
-    """FACTS §3: scaling the midpoints in float64 instead of float32 changes 30 values."""
+    """docs/facts.md §3: scaling the midpoints in float64 instead of float32 changes 30 values."""
     from minilora.quant.blockwise import linspace_f32
 
     vals = []

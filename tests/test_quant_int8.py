@@ -1,4 +1,4 @@
-"""LLM.int8: vector-wise quantization and the outlier decomposition (FACTS §4)."""
+"""LLM.int8: vector-wise quantization and the outlier decomposition (docs/facts.md §4)."""
 
 import numpy as np
 import pytest

@@ -1,4 +1,4 @@
-"""NF4 / FP4: rules of FACTS §2, the shared block-wise machinery, QuantState byte accounting, bad input."""
+"""NF4 / FP4: rules of docs/facts.md §2, the shared block-wise machinery, QuantState byte accounting, bad input."""
 
 import numpy as np
 import pytest

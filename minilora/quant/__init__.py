@@ -13,7 +13,7 @@ A progression on shared pieces (each step reuses the one before it):
 * :mod:`~minilora.quant.serialize` — ``QuantState.as_dict`` / ``from_dict`` in bitsandbytes' file format;
 * :mod:`~minilora.quant.bounds` — the worst-case error each quantizer guarantees.
 
-Everything bitsandbytes defines is reproduced bit for bit (``../shared/FACTS.md`` §2–§4), checked by
+Everything bitsandbytes defines is reproduced bit for bit (``docs/facts.md`` §2–§4), checked by
 golden vectors made with bitsandbytes' pure-PyTorch kernels.
 """
 

@@ -9,7 +9,7 @@ paper calls it "8-bit floats"; it is not IEEE/OCP FP8 (those are in :mod:`minilo
 Double quantization (QLoRA §3, "Double Quantization"): the float32 absmax of every 64-element block
 costs 32/64 = 0.5 bit per parameter. QLoRA quantizes these scales once more — subtract their mean
 (``offset``), quantize with the 8-bit map in blocks of 256 — leaving ``8/64 + 32/(64·256) = 0.127``
-bit per parameter (the blog's "8/16 + …" is a typo, SEED-NOTES erratum 9). Reconstruction (FACTS §3)::
+bit per parameter (the blog's "8/16 + …" is a typo, docs/errata.md, erratum 9). Reconstruction (docs/facts.md §3)::
 
     absmax[i] ≈ float32(code8[q[i]] · absmax2[i // 256]) + offset
 
@@ -39,7 +39,7 @@ BLOCKWISE_SIZES = (32, 64, 128, 256, 512, 1024, 2048, 4096)
 
 
 def create_dynamic_map(signed: bool = True, max_exponent_bits: int = 7, total_bits: int = 8) -> np.ndarray:
-    """bitsandbytes' 8-bit dynamic quantization map, bit for bit, for every argument it accepts (FACTS §3).
+    """bitsandbytes' 8-bit dynamic quantization map, bit for bit, for every argument it accepts (docs/facts.md §3).
 
     With ``e = max_exponent_bits`` and ``f = total_bits − 1 − e`` (the bits a level has for its fraction
     beyond its exponent): for ``i = 0 .. e − 1``, ``int(2^(i + f) + 1)`` points of torch's float32

@@ -12,7 +12,7 @@ Dettmers et al. 2022 (arXiv 2208.07339), §3. For ``Y = X Wᵀ`` with X (tokens 
 
       Y = Σ_{j ∉ O} X_j W_jᵀ   (int8, int32 accumulation)   +   Σ_{j ∈ O} X_j W_jᵀ   (FP16)
 
-This module follows bitsandbytes' inference path (``Linear8bitLt``) step by step (FACTS §4):
+This module follows bitsandbytes' inference path (``Linear8bitLt``) step by step (docs/facts.md §4):
 
 1. ``X16 = round_to(X, FP16)``; ``CA, SCA, cols = int8_vectorwise_quant(X16, threshold)`` — outliers are
    zeroed before the row statistics, then (with more than one row) whole outlier columns of CA are zeroed;
@@ -64,7 +64,7 @@ def _check_threshold(threshold: Any) -> float:
 
 
 def int8_vectorwise_quant(x: Any, threshold: float = 0.0) -> tuple[Any, Any, Any]:
-    """Row-wise absmax int8 quantization with optional outlier columns (bitsandbytes' rule, FACTS §4).
+    """Row-wise absmax int8 quantization with optional outlier columns (bitsandbytes' rule, docs/facts.md §4).
 
     Parameters
     ----------

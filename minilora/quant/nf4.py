@@ -5,7 +5,7 @@ N(0, 1), so that each level is used about equally often by normally distributed 
 
 .. math:: q_i = \\tfrac12\\left(Q_X(\\tfrac{i}{2^k+1}) + Q_X(\\tfrac{i+1}{2^k+1})\\right)
 
-(the blog's "z^k + 1" is 2^k + 1, SEED-NOTES erratum 5). Taken literally at ``i = 0`` this asks for
+(the blog's "z^k + 1" is 2^k + 1, docs/errata.md, erratum 5). Taken literally at ``i = 0`` this asks for
 ``Q_X(0) = −∞``. bitsandbytes instead takes 8 positive quantiles on ``linspace(offset, 0.5, 9)`` and
 7 negative ones on ``linspace(offset, 0.5, 8)``, adds an exact 0 and normalizes by the largest, with
 ``offset = 0.9677083 ≈ ½((1 − 1/30) + (1 − 1/32))`` — the blog's "1 − 1/(215)" is 1 − 1/(2·15)
@@ -15,7 +15,7 @@ asymmetric, with an exact zero and −1 and 1 both present.
 FP4 is bitsandbytes' E2M1 float: code bit 3 is the sign, the values are
 ``[0, 0.0625, 8, 12, 4, 6, 2, 3] / 12`` for codes 0–7.
 
-Quantization follows :mod:`minilora.quant.blockwise` (FACTS §2), then packs two codes per byte with the
+Quantization follows :mod:`minilora.quant.blockwise` (docs/facts.md §2), then packs two codes per byte with the
 even element in the high nibble (an odd length gets a scaled 0.0 appended first: the pad nibble is 7 for
 NF4, 0 for FP4). ``compress_statistics=True`` adds double quantization of absmax
 (:mod:`minilora.quant.double_quant`); the 4-bit codes are the same either way.
@@ -68,7 +68,7 @@ __all__ = ["nf4_code", "fp4_code", "get_4bit_code", "create_normal_map", "quanti
 QUANT_TYPES = ("nf4", "fp4")
 NF4_OFFSET = 0.9677083
 
-#: bitsandbytes' NF4 table as float32 bit patterns (FACTS §2), indexed by the 4-bit code
+#: bitsandbytes' NF4 table as float32 bit patterns (docs/facts.md §2), indexed by the 4-bit code
 _NF4_BITS = np.array([
     0xBF800000, 0xBF3239B1, 0xBF066B30, 0xBECA32A0, 0xBE91A24D, 0xBE3D353F, 0xBDBA7871, 0x00000000,
     0x3DA2FAFF, 0x3E24CAE3, 0x3E7C04DD, 0x3EAD033A, 0x3EE1A4B8, 0x3F1007AB, 0x3F3913B3, 0x3F800000,

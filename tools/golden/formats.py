@@ -15,7 +15,7 @@ Writes tests/golden/formats.npz:
 
 ``<fmt>`` is fp16, bf16, fp8_e4m3 (ml_dtypes: overflow → NaN), fp8_e4m3_sat (torch: saturate to ±448)
 and fp8_e5m2. Where libraries disagree on NaN payloads, the canonical quiet NaN with the input's sign
-is stored (FACTS.md §1), and the generator asserts that every non-NaN output agrees across libraries.
+is stored (docs/facts.md §1), and the generator asserts that every non-NaN output agrees across libraries.
 """
 
 from __future__ import annotations

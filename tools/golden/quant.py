@@ -1,7 +1,7 @@
 """Golden vectors for minilora.quant, made by bitsandbytes 0.50.2 (torch CPU).
 
 Uses bitsandbytes' pure-PyTorch "default" kernels, reached by redispatching the custom ops on
-CompositeExplicitAutograd (FACTS §7): the native CPU 4-bit dequantize is wrong on AVX-512 machines for
+CompositeExplicitAutograd (docs/facts.md §7): the native CPU 4-bit dequantize is wrong on AVX-512 machines for
 2-D inputs whose last dimension is a multiple of 16 but not of the blocksize, and the native 8-bit
 quantize approximates through a lookup table. Run with TORCHDYNAMO_DISABLE=1::
 
