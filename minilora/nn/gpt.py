@@ -243,8 +243,7 @@ class GPT(Module):
         self.cache = (idx is not None, pos.ndim, past is not None, head_cache)
         loss = None
         if targets is not None:
-            # the softmax (cached) and dlogits live in work buffers: both stay inside the model
-            loss, self.loss_cache = F.cross_entropy_forward(logits, targets, alloc=self._buf)
+            loss, self.loss_cache = F.cross_entropy_forward(logits, targets)
         return logits, loss
 
     def backward(self, dloss: float = 1.0) -> None:
@@ -255,7 +254,7 @@ class GPT(Module):
         if self.loss_cache is None:
             raise ValueError("backward() needs a forward(idx, targets) with targets first")
         from_ids, pos_ndim, has_past, head_cache = self.cache
-        dlogits = F.cross_entropy_backward(dloss, self.loss_cache, self._buf)  # (B, T, V)
+        dlogits = F.cross_entropy_backward(dloss, self.loss_cache)  # (B, T, V)
         self.loss_cache = self.cache = None
         if self.config.tie_word_embeddings:  # the head's weight gradient adds into wte's one gradient
             dh, dw, _ = F.linear_backward(dlogits, head_cache, need_dw=self.wte.needs_grad("weight"))

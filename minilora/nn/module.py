@@ -25,14 +25,12 @@ children
 ``training`` flag
     :meth:`train` / :meth:`eval` set it on the whole tree (dropout reads it).
 ``to(dtype)``
-    Casts every parameter (``"float64"`` for gradient checks) and drops gradients, caches and work buffers.
-work buffers
-    ``_buf(name, shape, dtype)`` returns an array the module keeps and hands back on the next call with
-    the same name, shape and dtype, so large intermediates reuse the same memory every training step
-    (fresh large arrays cost page faults each step: the C allocator returns freed memory to the OS).
-    Its contents are overwritten on the module's next forward/backward, so a buffer only ever holds a
-    module's *internal* values (caches and temporaries, e.g. the GELU output inside an MLP), never an
-    array that ``forward`` or ``backward`` returns: those are always fresh, owned by the caller.
+    Casts every parameter (``"float64"`` for gradient checks) and drops gradients and caches.
+caches
+    A cache holds arrays that belong to it: no module keeps another module's work buffer, and a forward
+    allocates what it returns, so a second forward before the backward leaves the first one's cache
+    intact (``tests/nn/test_caches.py``), and the arrays a model keeps are its parameters, gradients and
+    caches, nothing else (what :mod:`minilora.peft.memory` counts).
 
 Departure from PyTorch: no autograd graph. Each module's ``backward`` is written by hand and must be
 called in reverse order of the forwards (a model's ``backward`` does that for its children).
@@ -56,14 +54,6 @@ class Module:
         object.__setattr__(self, "_modules", {})
         object.__setattr__(self, "training", True)
         object.__setattr__(self, "cache", None)
-        object.__setattr__(self, "_bufs", {})
-
-    def _buf(self, name: str, shape: tuple[int, ...], dtype) -> np.ndarray:
-        """A work buffer kept across calls (uninitialised, overwritten by the caller; see the protocol)."""
-        buf = self._bufs.get(name)
-        if buf is None or buf.shape != tuple(shape) or buf.dtype != dtype:
-            self._bufs[name] = buf = np.empty(shape, dtype=dtype)
-        return buf
 
     # ------------------------------------------------------------------ registration
     def __setattr__(self, name: str, value: Any) -> None:
@@ -234,7 +224,6 @@ class Module:
             for k in list(mod._params):
                 mod._params[k] = mod._params[k].astype(dtype)
             mod._grads.clear()
-            mod._bufs.clear()
             object.__setattr__(mod, "cache", None)
         return self
 

@@ -128,9 +128,7 @@ class LayerNorm(Module):
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         _check_dim("x", x, self.n)
-        # norm (cached for backward) lives in a work buffer; out is fresh
-        out, self.cache = F.layernorm_forward(x, self._params["weight"], self._params["bias"], self.eps,
-                                              self._buf)
+        out, self.cache = F.layernorm_forward(x, self._params["weight"], self._params["bias"], self.eps)
         return out
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
@@ -197,16 +195,12 @@ class MLP(Module):
         for name, d_in, d_out in zip(self.layer_names, sizes[:-1], sizes[1:]):
             setattr(self, name, Linear(d_in, d_out, bias=bias, seed=rng, dtype=dtype))
 
-    def _alloc(self, i: int):
-        """``alloc`` for the i-th activation: its intermediates live in this MLP's work buffers."""
-        return lambda name, shape, dtype: self._buf(f"{name}{i}", shape, dtype)
-
     def forward(self, x: np.ndarray) -> np.ndarray:
         act, caches = ACTIVATIONS[self.activation][0], []
         for i, name in enumerate(self.layer_names):
             x = getattr(self, name).forward(x)
             if i < len(self.layer_names) - 1:
-                x, c = act(x, self._alloc(i))  # x: a work buffer, kept by the next layer's cache
+                x, c = act(x)
                 caches.append(c)
         self.cache = caches
         return x
@@ -216,7 +210,7 @@ class MLP(Module):
         for i in reversed(range(len(self.layer_names))):
             dout = getattr(self, self.layer_names[i]).backward(dout)
             if i > 0:
-                dout = act_bwd(dout, caches[i - 1], self._alloc(i - 1))
+                dout = act_bwd(dout, caches[i - 1])
         self.cache = None
         return dout
 
@@ -281,20 +275,13 @@ class Block(Module):
 
     def forward(self, x: np.ndarray, past_kv: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
         """x: (B, T, C) -> (B, T, C); ``past_kv`` goes to the attention (see :class:`CausalSelfAttention`)."""
-        # each branch returns a fresh array (a Linear's output) that only we hold: add the residual into it
-        h = self.attn.forward(self.ln_1.forward(x), past_kv)  # (B, T, C)
-        h += x
-        out = self.mlp_drop.forward(self.mlp.forward(self.ln_2.forward(h)))  # (B, T, C)
-        out += h
-        return out
+        h = x + self.attn.forward(self.ln_1.forward(x), past_kv)  # (B, T, C)
+        return h + self.mlp_drop.forward(self.mlp.forward(self.ln_2.forward(h)))  # (B, T, C)
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
-        # LayerNorm.backward returns a fresh array: the residual gradients are added into it in place
-        dx = self.ln_2.backward(self.mlp.backward(self.mlp_drop.backward(dout)))
-        dx += dout
-        dx_attn = self.ln_1.backward(self.attn.backward(dx))
-        dx_attn += dx
-        return dx_attn
+        """The residual connections add the gradient that skips each branch to the one through it."""
+        dh = dout + self.ln_2.backward(self.mlp.backward(self.mlp_drop.backward(dout)))  # (B, T, C)
+        return dh + self.ln_1.backward(self.attn.backward(dh))  # (B, T, C)
 
 
 __all__ = ["Module", "ModuleList", "Linear", "Embedding", "LayerNorm", "Dropout", "MLP",
