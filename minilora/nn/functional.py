@@ -24,6 +24,8 @@ Conventions and departures:
 * cross-entropy is the mean over the targets that are not ``ignore_index`` (PyTorch's default -100); when
   every target is ignored the loss is 0 (PyTorch returns nan, the mean of nothing) and the gradient 0;
 * dropout is inverted dropout (kept units scaled by ``1/(1-p)``), with an explicit random generator.
+
+Arrays come from :mod:`minilora.backend` (``xp = backend.xp()``): the same code runs on NumPy and CuPy.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
+
+from minilora import backend
 
 LN_EPS = 1e-5
 IGNORE_INDEX = -100
@@ -81,10 +85,11 @@ def embedding_forward(idx: np.ndarray, w: np.ndarray):
 
 
 def embedding_backward(dout: np.ndarray, cache) -> np.ndarray:
-    """Gradient of the table: rows scatter-added (``np.add.at``: repeated ids accumulate)."""
+    """Gradient of the table: rows scatter-added (:func:`minilora.backend.scatter_add`: repeated ids add up)."""
+    xp = backend.xp()
     idx, shape = cache
-    dw = np.zeros(shape, dtype=dout.dtype)  # (V, C)
-    np.add.at(dw, idx.reshape(-1), dout.reshape(-1, shape[1]))
+    dw = xp.zeros(shape, dtype=dout.dtype)  # (V, C)
+    backend.scatter_add(dw, idx.reshape(-1), dout.reshape(-1, shape[1]))
     return dw
 
 
@@ -94,9 +99,10 @@ def layernorm_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray, eps: float = 
 
     The cache keeps ``norm``, ``w`` and ``rstd = 1 / sqrt(var + eps)`` (biased variance), as llm.c does.
     """
+    xp = backend.xp()
     mean = x.mean(axis=-1, keepdims=True)  # (..., 1)
     var = x.var(axis=-1, keepdims=True)  # (..., 1), biased (divided by C), as torch's LayerNorm
-    rstd = 1.0 / np.sqrt(var + eps)  # (..., 1)
+    rstd = 1.0 / xp.sqrt(var + eps)  # (..., 1)
     norm = (x - mean) * rstd  # (..., C)
     out = norm * w + b  # (..., C)
     return out, (norm, w, rstd)
@@ -119,7 +125,8 @@ def layernorm_backward(dout: np.ndarray, cache, need_dw: bool = True):
 # ----------------------------------------------------------------------------- activations
 def gelu_forward(x: np.ndarray):
     """GELU, tanh approximation: ``0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))``; the cache is x."""
-    out = 0.5 * x * (1.0 + np.tanh(GELU_C * (x + 0.044715 * x * x * x)))
+    xp = backend.xp()
+    out = 0.5 * x * (1.0 + xp.tanh(GELU_C * (x + 0.044715 * x * x * x)))
     return out, x
 
 
@@ -127,8 +134,9 @@ def gelu_backward(dout: np.ndarray, cache) -> np.ndarray:
     """With ``inner = sqrt(2/pi) (x + 0.044715 x^3)`` and ``t = tanh(inner)``:
     ``d/dx = 0.5 (1 + t) + 0.5 x (1 - t^2) dinner``, ``dinner = sqrt(2/pi) (1 + 3 * 0.044715 x^2)``.
     """
+    xp = backend.xp()
     x = cache
-    t = np.tanh(GELU_C * (x + 0.044715 * x * x * x))  # the forward's tanh, recomputed
+    t = xp.tanh(GELU_C * (x + 0.044715 * x * x * x))  # the forward's tanh, recomputed
     dinner = GELU_C * (1.0 + 3 * 0.044715 * x * x)
     return dout * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * dinner)
 
@@ -147,15 +155,17 @@ def relu_backward(dout: np.ndarray, cache) -> np.ndarray:
 def softmax(x: np.ndarray) -> np.ndarray:
     """``exp(x - max) / sum(exp(x - max))`` over the last axis (the shift by the row maximum changes nothing
     but keeps exp from overflowing)."""
-    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    xp = backend.xp()
+    e = xp.exp(x - x.max(axis=-1, keepdims=True))
     e /= e.sum(axis=-1, keepdims=True)
     return e
 
 
 def log_softmax(x: np.ndarray) -> np.ndarray:
     """``x - log(sum(exp(x)))`` over the last axis, shifted by the row maximum like :func:`softmax`."""
+    xp = backend.xp()
     shifted = x - x.max(axis=-1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+    return shifted - xp.log(xp.exp(shifted).sum(axis=-1, keepdims=True))
 
 
 def softmax_forward(x: np.ndarray):
@@ -178,7 +188,8 @@ def causal_mask(T: int, P: int, dtype) -> np.ndarray:
     prefix key and the real tokens up to itself. ``causal_mask(2, 1, float)`` is
     ``[[0, 0, -inf], [0, 0, 0]]``.
     """
-    return np.triu(np.full((T, P + T), -np.inf, dtype=dtype), k=P + 1)
+    xp = backend.xp()
+    return xp.triu(xp.full((T, P + T), -xp.inf, dtype=dtype), k=P + 1)
 
 
 def split_heads(a: np.ndarray, n_head: int) -> np.ndarray:
@@ -207,12 +218,13 @@ def attention_forward(q: np.ndarray, k: np.ndarray, v: np.ndarray, n_head: int,
     -------
     out : (B, T, C) array (heads concatenated); cache : ``(q, k, v, att, has_past)``, k and v with the prefix.
     """
+    xp = backend.xp()
     B, T, C = q.shape
     hs = C // n_head
     q, k, v = split_heads(q, n_head), split_heads(k, n_head), split_heads(v, n_head)  # (B, nh, T, hs)
     if past_k is not None:
-        k = np.concatenate([past_k, k], axis=2)  # (B, nh, P + T, hs)
-        v = np.concatenate([past_v, v], axis=2)  # (B, nh, P + T, hs)
+        k = xp.concatenate([past_k, k], axis=2)  # (B, nh, P + T, hs)
+        v = xp.concatenate([past_v, v], axis=2)  # (B, nh, P + T, hs)
     P = k.shape[2] - T
     scores = q @ k.transpose(0, 1, 3, 2) / math.sqrt(hs) + causal_mask(T, P, q.dtype)  # (B, nh, T, P + T)
     att, _ = softmax_forward(scores)  # (B, nh, T, P + T), exactly 0 where masked
@@ -250,23 +262,25 @@ def cross_entropy_forward(logits: np.ndarray, targets: np.ndarray, ignore_index:
     -------
     loss : Python float; cache : ``(probs, targets, mask, count, shape)``.
     """
+    xp = backend.xp()
     V = logits.shape[-1]
     z = logits.reshape(-1, V)  # (N, V)
     t = targets.reshape(-1)  # (N,)
     mask = t != ignore_index  # (N,): the positions that count
     count = max(int(mask.sum()), 1)
-    t = np.where(mask, t, 0)  # an ignored position reads class 0, weighted by 0 below
-    rows = np.arange(z.shape[0])
+    t = xp.where(mask, t, 0)  # an ignored position reads class 0, weighted by 0 below
+    rows = xp.arange(z.shape[0])
     logprobs = log_softmax(z)  # (N, V)
     loss = float(-(logprobs[rows, t] * mask).sum() / count)
-    return loss, (np.exp(logprobs), t, mask, count, logits.shape)
+    return loss, (xp.exp(logprobs), t, mask, count, logits.shape)
 
 
 def cross_entropy_backward(dloss: float, cache) -> np.ndarray:
     """``dlogits = (softmax - onehot(targets)) * mask / count * dloss``, shaped like the logits."""
+    xp = backend.xp()
     probs, t, mask, count, shape = cache
     dlogits = probs.copy()  # (N, V)
-    dlogits[np.arange(probs.shape[0]), t] -= 1.0  # softmax - onehot(targets)
+    dlogits[xp.arange(probs.shape[0]), t] -= 1.0  # softmax - onehot(targets)
     dlogits *= (mask * (dloss / count)).astype(probs.dtype)[:, None]  # ignored positions: 0
     return dlogits.reshape(shape)
 
@@ -287,7 +301,8 @@ def mse_backward(dloss: float, cache) -> np.ndarray:
 def dropout_forward(x: np.ndarray, p: float, rng: np.random.Generator | None, training: bool = True):
     """Inverted dropout: zero each unit with probability ``p``, scale the kept ones by ``1/(1-p)``.
 
-    With ``training=False`` or ``p == 0`` it is the identity (cache None).
+    With ``training=False`` or ``p == 0`` it is the identity (cache None). The draws are made on the host
+    (``rng`` is a ``numpy.random.Generator``), so every backend drops the same units.
     """
     if not 0.0 <= p < 1.0:
         raise ValueError(f"dropout p must be in [0, 1), got {p!r}")
@@ -295,9 +310,11 @@ def dropout_forward(x: np.ndarray, p: float, rng: np.random.Generator | None, tr
         return x, None
     if rng is None:
         raise ValueError("dropout with p > 0 needs rng (a numpy.random.Generator), got None")
-    mask = (rng.random(x.shape) >= p).astype(x.dtype) * (1.0 / (1.0 - p))
+    xp = backend.xp()
+    mask = xp.asarray(rng.random(x.shape) >= p, dtype=x.dtype) * (1.0 / (1.0 - p))  # (...) 0 or 1/(1-p)
     return x * mask, mask
 
 
 def dropout_backward(dout: np.ndarray, cache) -> np.ndarray:
+    """``dout`` times the forward's mask (the identity when the forward was)."""
     return dout if cache is None else dout * cache

@@ -43,6 +43,8 @@ from typing import Any
 
 import numpy as np
 
+from minilora import backend
+
 
 class Module:
     """Base class: own parameters in ``_params``, children in ``_modules``, the protocol above."""
@@ -125,23 +127,27 @@ class Module:
         return {p + k: g for p, mod in self._walk() for k, g in mod._grads.items() if mod._trainable[k]}
 
     def state_dict(self) -> dict[str, np.ndarray]:
-        """Copies of all parameters, keyed like :attr:`params`."""
+        """Copies of all parameters, keyed like :attr:`params` (on the model's backend)."""
         return {k: v.copy() for k, v in self.params.items()}
 
     def load_state_dict(self, state: dict[str, np.ndarray], strict: bool = True) -> None:
-        """Copy arrays into the parameters in place; shapes must match; with ``strict`` the names too."""
+        """Copy arrays into the parameters in place; shapes must match; with ``strict`` the names too.
+
+        The arrays may be host (NumPy) or backend arrays; they are moved to the backend and cast to each
+        parameter's dtype.
+        """
         params = self.params
         missing = sorted(set(params) - set(state))
         unexpected = sorted(set(state) - set(params))
         if strict and (missing or unexpected):
             raise ValueError(f"state_dict names do not match: missing {missing}, unexpected {unexpected}")
-        for k, v in state.items():
-            if k not in params:
-                continue
-            v = np.asarray(v)
+        xp = backend.xp()
+        arrays = {k: xp.asarray(v) for k, v in state.items() if k in params}
+        for k, v in arrays.items():  # every shape checked before anything is copied
             if v.shape != params[k].shape:
                 raise ValueError(f"state_dict[{k!r}] has shape {v.shape}, "
                                  f"the parameter has {params[k].shape}")
+        for k, v in arrays.items():
             params[k][...] = v
 
     def _locate(self, name: str) -> tuple[Module, str]:
@@ -188,6 +194,7 @@ class Module:
     # ------------------------------------------------------------------ gradients
     def zero_grad(self) -> None:
         """Set the gradient of every trainable parameter to zero (buffers reused); drop frozen ones."""
+        xp = backend.xp()
         for _, mod in self.named_modules():
             for k, p in mod._params.items():
                 if not mod._trainable[k]:
@@ -195,7 +202,7 @@ class Module:
                 elif k in mod._grads and mod._grads[k].shape == p.shape and mod._grads[k].dtype == p.dtype:
                     mod._grads[k].fill(0)
                 else:
-                    mod._grads[k] = np.zeros_like(p)
+                    mod._grads[k] = xp.zeros_like(p)
 
     def accumulate_grad(self, name: str, g: np.ndarray | None) -> None:
         """Add ``g`` into the gradient of own trainable parameter ``name`` (no-op when frozen or None)."""
@@ -203,7 +210,7 @@ class Module:
             return
         buf = self._grads.get(name)
         if buf is None:
-            self._grads[name] = np.array(g, dtype=self._params[name].dtype)
+            self._grads[name] = backend.xp().array(g, dtype=self._params[name].dtype)
         else:
             buf += g
 
