@@ -102,6 +102,21 @@ def asarray(a: Any, dtype: Any = None) -> Any:
     return xp().asarray(a, dtype=dtype)
 
 
+def input_array(a: Any, arg: str) -> Any:
+    """An input argument as an array of the current backend: lists and scalars are converted, a NumPy
+    (host) array on a device backend is refused with an error naming ``arg`` (as torch refuses a CPU
+    tensor on a CUDA model): move it with :func:`asarray` first.
+
+    >>> input_array([1, 2], "idx")
+    array([1, 2])
+    """
+    xp_ = xp()
+    if xp_ is not np and isinstance(a, np.ndarray):
+        raise TypeError(f"{arg} is a NumPy (host) array but the backend is {name()!r}: move it with "
+                        f"minilora.backend.asarray({arg})")
+    return a if isinstance(a, array_types()) else xp_.asarray(a)
+
+
 def scatter_add(dst: Any, idx: Any, src: Any) -> None:
     """``dst[idx] += src`` in place, with repeated indices accumulating.
 
@@ -125,4 +140,5 @@ def scatter_add(dst: Any, idx: Any, src: Any) -> None:
         np.add.at(dst, idx, src)
 
 
-__all__ = ["BACKENDS", "array_types", "asarray", "is_array", "name", "scatter_add", "to_numpy", "use", "xp"]
+__all__ = ["BACKENDS", "array_types", "asarray", "input_array", "is_array", "name", "scatter_add", "to_numpy", "use",
+           "xp"]

@@ -106,7 +106,7 @@ def accuracy(model, idx: np.ndarray, targets: np.ndarray) -> dict[str, float]:
         logits, _ = model.forward(idx)
     finally:
         model.train(was_training)
-    targets = backend.xp().asarray(targets)
+    targets = backend.input_array(targets, "targets")
     mask = targets != IGNORE_INDEX
     right = (logits.argmax(axis=-1) == targets) | ~mask
     return {"token_acc": float(right[mask].mean()), "exact_match": float(right.all(axis=1).mean())}

@@ -114,12 +114,12 @@ class GPT(Module):
     # ------------------------------------------------------------------ input checks
     def _check_embeddings(self, idx, inputs_embeds) -> tuple[np.ndarray | None, np.ndarray | None]:
         """Exactly one of token ids (B, T) and embeddings (B, T, C), checked."""
-        c, xp = self.config, backend.xp()
+        c = self.config
         if (idx is None) == (inputs_embeds is None):
             raise ValueError("give exactly one of idx (B, T) token ids and inputs_embeds (B, T, n_embd), "
                              f"got {'both' if idx is not None else 'neither'}")
         if idx is not None:
-            idx = xp.asarray(idx)
+            idx = backend.input_array(idx, "idx")
             if idx.ndim != 2:
                 raise ValueError(f"idx must be a (B, T) integer array, got shape {idx.shape}")
             if not np.issubdtype(idx.dtype, np.integer):
@@ -130,7 +130,7 @@ class GPT(Module):
                 raise ValueError(f"idx values must be token ids in [0, vocab_size={c.vocab_size}), "
                                  f"got min {idx.min()} max {idx.max()}")
             return idx, None
-        inputs_embeds = xp.asarray(inputs_embeds)
+        inputs_embeds = backend.input_array(inputs_embeds, "inputs_embeds")
         if inputs_embeds.ndim != 3 or inputs_embeds.shape[2] != c.n_embd or inputs_embeds.shape[1] < 1:
             raise ValueError(f"inputs_embeds must be a (B, T, n_embd={c.n_embd}) array with T >= 1, "
                              f"got shape {inputs_embeds.shape}")
@@ -142,7 +142,7 @@ class GPT(Module):
         """One (k, v) pair per layer, each (B, n_head, P, head_size) with one P, in the model's dtype."""
         if past_key_values is None:
             return None
-        c, xp = self.config, backend.xp()
+        c = self.config
         if backend.is_array(past_key_values) or not hasattr(past_key_values, "__len__"):
             raise TypeError(f"past_key_values must be a sequence of n_layer={c.n_layer} (k, v) pairs, "
                             f"got {type(past_key_values).__name__}")
@@ -155,7 +155,7 @@ class GPT(Module):
                 raise ValueError(f"past_key_values[{i}] must be a (k, v) pair, got {type(pair).__name__}")
             kv = []
             for j, a in enumerate(pair):
-                a = xp.asarray(a)
+                a = backend.input_array(a, f"past_key_values[{i}][{j}]")
                 if P is None and a.ndim == 4:
                     P = a.shape[2]  # the prefix length, the same for every layer
                 if a.shape != (B, c.n_head, P, hs):
@@ -179,7 +179,7 @@ class GPT(Module):
             raise ValueError(f"{name} has sequence length {T}; it must be at most block_size={c.block_size}")
         if position_ids is None:
             return xp.arange(P, P + T)
-        pos = xp.asarray(position_ids)
+        pos = backend.input_array(position_ids, "position_ids")
         if pos.shape not in ((T,), (B, T)):
             raise ValueError(f"position_ids must have shape (T,) = ({T},) or (B, T) = ({B}, {T}), got {pos.shape}")
         if not np.issubdtype(pos.dtype, np.integer):
@@ -193,7 +193,7 @@ class GPT(Module):
         if targets is None:
             return None
         c = self.config
-        targets = backend.xp().asarray(targets)
+        targets = backend.input_array(targets, "targets")
         if targets.shape != (B, T):
             raise ValueError(f"targets must have the shape (B, T) = {(B, T)} of the input, got {targets.shape}")
         if not np.issubdtype(targets.dtype, np.integer):
@@ -294,7 +294,7 @@ class GPT(Module):
         xp, rng = backend.xp(), np.random.default_rng(seed)
         was_training = self.training
         self.eval()
-        idx = xp.asarray(idx)
+        idx = backend.input_array(idx, "idx")
         try:
             for _ in range(max_new_tokens):
                 logits, _ = self.forward(idx[:, -self.config.block_size:])

@@ -28,7 +28,7 @@ class MLPRegressor(MLP):
         y = super().forward(x)
         loss = None
         if targets is not None:
-            targets = backend.xp().asarray(targets)
+            targets = backend.input_array(targets, "targets")
             if targets.shape != y.shape:
                 raise ValueError(f"targets must have shape {y.shape}, got {targets.shape}")
             loss, self.loss_cache = F.mse_forward(y, targets)

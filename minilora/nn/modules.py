@@ -101,7 +101,7 @@ class Embedding(Module):
 
     def forward(self, idx: np.ndarray) -> np.ndarray:
         """idx: integer array (...) with values in [0, num_embeddings) -> (..., embedding_dim)."""
-        idx = backend.xp().asarray(idx)
+        idx = backend.input_array(idx, "idx")
         if not np.issubdtype(idx.dtype, np.integer):
             raise TypeError(f"idx must be an integer array, got dtype {idx.dtype}")
         if idx.size and (idx.min() < 0 or idx.max() >= self.num_embeddings):

@@ -243,3 +243,22 @@ def test_managed_paging_needs_the_cupy_backend():
     else:  # pragma: no cover - CuPy machines
         with pytest.raises(ValueError, match="needs the cupy backend"):
             PagedBuffer(1024, DeviceMemory(10**6), managed=True)
+
+
+@pytest.mark.parametrize("kw, arg", [
+    (dict(idx=np.zeros((1, 3), np.int64)), "idx"),
+    (dict(inputs_embeds=np.zeros((1, 3, 16), np.float32)), "inputs_embeds"),
+    (dict(idx=[[1, 2, 3]], targets=np.zeros((1, 3), np.int64)), "targets"),
+    (dict(idx=[[1, 2, 3]], position_ids=np.arange(3)), "position_ids"),
+    (dict(idx=[[1, 2, 3]], past_key_values=[(np.zeros((1, 2, 1, 8), np.float32),) * 2] * 2),
+     r"past_key_values\[0\]\[0\]"),
+])
+def test_host_arrays_on_a_device_backend_are_refused_by_name(device, kw, arg):
+    """As torch refuses a CPU tensor on a CUDA model: the error names the argument and the fix."""
+    def run():
+        model = GPT(CFG, seed=0)
+        with pytest.raises(TypeError, match=arg + r" is a NumPy \(host\) array but the backend is"):
+            model.forward(**kw)
+        model.forward([[1, 2, 3]])  # lists are converted: they are nobody's device
+
+    _on(device, run)
