@@ -136,8 +136,9 @@ def gelu_backward(dout: np.ndarray, cache) -> np.ndarray:
     """
     xp = backend.xp()
     x = cache
-    t = xp.tanh(GELU_C * (x + 0.044715 * x * x * x))  # the forward's tanh, recomputed
-    dinner = GELU_C * (1.0 + 3 * 0.044715 * x * x)
+    inner = GELU_C * (x + 0.044715 * x * x * x)  # the forward's tanh argument, recomputed
+    t = xp.tanh(inner)
+    dinner = GELU_C * (1.0 + 3 * 0.044715 * x * x)  # d inner / dx
     return dout * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * dinner)
 
 
@@ -185,8 +186,11 @@ def causal_mask(T: int, P: int, dtype) -> np.ndarray:
     """(T, P + T) array added to the scores: 0 where query t may see key s, -inf where it may not.
 
     Query t sits at position ``P + t`` after ``P`` prefix positions, so it sees keys ``s <= P + t``: every
-    prefix key and the real tokens up to itself. ``causal_mask(2, 1, float)`` is
-    ``[[0, 0, -inf], [0, 0, 0]]``.
+    prefix key and the real tokens up to itself. Two tokens after one prefix position:
+
+    >>> causal_mask(2, 1, float)
+    array([[  0.,   0., -inf],
+           [  0.,   0.,   0.]])
     """
     xp = backend.xp()
     return xp.triu(xp.full((T, P + T), -xp.inf, dtype=dtype), k=P + 1)
