@@ -200,6 +200,19 @@ class GPT(Module):
             model.load_state_dict({k: f[k] for k in f.files if not k.startswith("config.")})
         return model
 
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike, dtype: str = "float32") -> GPT:
+        """Load a Hugging Face GPT-2 checkpoint directory (config.json + safetensors); see :mod:`minilora.hf`."""
+        from minilora.hf.gpt2 import from_pretrained  # lazy: the engine does not depend on file formats
+
+        return from_pretrained(path, dtype=dtype)
+
+    def save_pretrained(self, path: str | os.PathLike) -> None:
+        """Write a Hugging Face GPT-2 checkpoint directory that ``GPT2LMHeadModel`` loads; see :mod:`minilora.hf`."""
+        from minilora.hf.gpt2 import save_pretrained
+
+        save_pretrained(self, path)
+
     def extra_repr(self) -> str:
         c = self.config
         return (f"n_layer={c.n_layer}, n_head={c.n_head}, n_embd={c.n_embd}, vocab_size={c.vocab_size}, "
