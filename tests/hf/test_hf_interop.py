@@ -1,0 +1,106 @@
+"""transformers and PEFT read what minilora writes: GPT-2 checkpoints and LoRA adapters on the fused c_attn.
+
+Skipped without torch, transformers and peft (CI); run with the golden-vector venv::
+
+    TORCHDYNAMO_DISABLE=1 /work/goldenv/bin/python -m pytest -q tests/hf/test_hf_interop.py
+"""
+
+import numpy as np
+import pytest
+from conftest import GOLDEN
+
+from minilora.hf.adapter import save_hf_adapter
+from minilora.nn.gpt import GPT
+from minilora.peft import LoraConfig, inject_lora
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+peft = pytest.importorskip("peft")
+
+CASES = [GOLDEN / "gpt2" / f"case{i}" for i in range(4)]
+
+
+def hf_logits(model, idx):
+    with torch.no_grad():
+        return model(torch.from_numpy(np.asarray(idx))).logits.numpy()
+
+
+def assert_close(ours, theirs):
+    np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-5 * np.abs(theirs).max())
+
+
+def test_transformers_loads_the_shipped_base_gpt(tmp_path):
+    import minilora
+
+    base = minilora.load_base_model()
+    base.save_pretrained(tmp_path)
+    hf = transformers.GPT2LMHeadModel.from_pretrained(tmp_path).eval()
+    idx = np.random.default_rng(0).integers(0, base.config.vocab_size, (3, base.config.block_size))
+    assert_close(base.forward(idx)[0], hf_logits(hf, idx))
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda p: p.name)
+def test_transformers_loads_save_pretrained(case, tmp_path):
+    model = GPT.from_pretrained(case)
+    model.save_pretrained(tmp_path)
+    hf = transformers.GPT2LMHeadModel.from_pretrained(tmp_path).eval()
+    idx = np.random.default_rng(1).integers(0, model.config.vocab_size, (2, model.config.block_size))
+    assert_close(model.forward(idx)[0], hf_logits(hf, idx))
+    np.testing.assert_array_equal(hf_logits(hf, idx),
+                                  hf_logits(transformers.GPT2LMHeadModel.from_pretrained(case).eval(), idx))
+
+
+ADAPTERS = {
+    "q,v": LoraConfig(r=2, lora_alpha=4, target_modules=("q_proj", "v_proj")),
+    "q,k,v": LoraConfig(r=3, lora_alpha=5, target_modules=("q_proj", "k_proj", "v_proj")),
+    "all-linear": LoraConfig(r=2, lora_alpha=8, target_modules="all-linear"),
+    "rslora k,o,down": LoraConfig(r=4, lora_alpha=3, use_rslora=True, target_modules=("k_proj", "o_proj",
+                                                                                       "down_proj")),
+    "first block only": LoraConfig(r=2, lora_alpha=2, target_modules=r"blocks\.0\.attn\.(q|v)_proj"),
+    "lm_head": LoraConfig(r=2, lora_alpha=2, target_modules=("v_proj", "lm_head")),
+}
+
+
+@pytest.mark.parametrize("name", ADAPTERS)
+@pytest.mark.parametrize("case", [CASES[0], CASES[2]], ids=lambda p: p.name)
+def test_peft_loads_the_adapter_onto_gpt2lmheadmodel(case, name, tmp_path):
+    config = ADAPTERS[name]
+    model = GPT.from_pretrained(case)
+    if name == "lm_head" and getattr(model.config, "tie_word_embeddings", False):
+        pytest.skip("a tied model has no lm_head Linear")
+    inject_lora(model, config, seed=3)
+    rng = np.random.default_rng(4)
+    for p_name, p in model.params.items():  # B = 0 at init: give every adapter a visible effect
+        if ".lora_" in p_name:
+            p[...] = rng.standard_normal(p.shape) * 0.3
+    save_hf_adapter(model, tmp_path)
+    hf = transformers.GPT2LMHeadModel.from_pretrained(case).eval()
+    idx = np.random.default_rng(5).integers(0, model.config.vocab_size, (2, model.config.block_size))
+    base_logits = hf_logits(hf, idx)
+    with _no_missing_key_warnings():
+        peft_model = peft.PeftModel.from_pretrained(hf, tmp_path).eval()
+    ours = model.eval().forward(idx)[0]
+    theirs = hf_logits(peft_model, idx)
+    assert np.abs(theirs - base_logits).max() > 1e-3  # the adapter changes the output
+    assert_close(ours, theirs)
+    merged = peft_model.merge_and_unload()  # fan_in_fan_out=True: PEFT merges ΔWᵀ into the Conv1D weight
+    assert_close(ours, hf_logits(merged, idx))
+
+
+class _no_missing_key_warnings:
+    """Fail when PEFT warns that adapter weights were missing or unexpected (a silent partial load)."""
+
+    def __enter__(self):
+        import warnings
+
+        self._ctx = warnings.catch_warnings(record=True)
+        self._log = self._ctx.__enter__()
+        warnings.simplefilter("always")
+        return self
+
+    def __exit__(self, *exc):
+        self._ctx.__exit__(*exc)
+        bad = [str(w.message) for w in self._log if "missing" in str(w.message).lower()
+               or "unexpected" in str(w.message).lower()]
+        assert not bad, bad
+        return False
