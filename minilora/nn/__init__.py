@@ -5,8 +5,9 @@
 the finite-difference checks.
 """
 
+from minilora.nn.gpt import GPT, GPTConfig
 from minilora.nn.module import Module, ModuleList
 from minilora.nn.modules import MLP, Block, CausalSelfAttention, Dropout, Embedding, LayerNorm, Linear
 
 __all__ = ["Module", "ModuleList", "Linear", "Embedding", "LayerNorm", "Dropout", "MLP",
-           "CausalSelfAttention", "Block"]
+           "CausalSelfAttention", "Block", "GPT", "GPTConfig"]

@@ -207,60 +207,71 @@ def softmax_backward(dout: np.ndarray, cache) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- attention
-def _causal_mask(T: int, dtype) -> np.ndarray:
-    """(T, T) array: 0 on and below the diagonal, -inf above (added to the scores before softmax)."""
-    return np.triu(np.full((T, T), -np.inf, dtype=dtype), k=1)
+def causal_mask(T: int, P: int, dtype) -> np.ndarray:
+    """(T, P + T) array added to the scores: 0 where query t may see key s, -inf where it may not.
+
+    Query t sits at position ``P + t`` after ``P`` prefix positions, so it sees keys ``s <= P + t``: every
+    prefix key and the real tokens up to itself. ``causal_mask(2, 1, float)`` is
+    ``[[0, 0, -inf], [0, 0, 0]]``.
+    """
+    return np.triu(np.full((T, P + T), -np.inf, dtype=dtype), k=P + 1)
 
 
-def _heads(a: np.ndarray, n_head: int) -> np.ndarray:
-    """View a (B, T, C) array as (B, nh, T, hs) without a copy (writes through it land in a)."""
+def split_heads(a: np.ndarray, n_head: int) -> np.ndarray:
+    """(B, T, C) -> (B, nh, T, hs), a view."""
     B, T, C = a.shape
     return a.reshape(B, T, n_head, C // n_head).transpose(0, 2, 1, 3)
 
 
-def attention_forward(q: np.ndarray, k: np.ndarray, v: np.ndarray, n_head: int, alloc=fresh):
+def merge_heads(a: np.ndarray) -> np.ndarray:
+    """(B, nh, T, hs) -> (B, T, nh * hs): the heads side by side, as the output projection expects."""
+    B, nh, T, hs = a.shape
+    return a.transpose(0, 2, 1, 3).reshape(B, T, nh * hs)
+
+
+def attention_forward(q: np.ndarray, k: np.ndarray, v: np.ndarray, n_head: int,
+                      past_k: np.ndarray | None = None, past_v: np.ndarray | None = None):
     """Causal multi-head attention ``softmax(q k^T / sqrt(hs) + mask) v`` (Vaswani et al., eq. 1).
 
     Parameters
     ----------
     q, k, v : (B, T, C) arrays, already projected.  n_head : number of heads, ``C % n_head == 0``.
-    alloc : where the probabilities ``"att"`` and the output ``"attn_y"`` are written (default: fresh).
+    past_k, past_v : (B, nh, P, hs) arrays or None: keys and values of ``P`` earlier positions (a key/value
+        cache, or a trained prefix), put before this call's keys and values. Every query sees all of them.
 
     Returns
     -------
-    out : (B, T, C) array (heads concatenated); cache : ``(q, k, v, att)`` split by head.
+    out : (B, T, C) array (heads concatenated); cache : ``(q, k, v, att, has_past)``, k and v with the prefix.
     """
     B, T, C = q.shape
     hs = C // n_head
-    q, k, v = _heads(q, n_head), _heads(k, n_head), _heads(v, n_head)  # (B, nh, T, hs) views
-    scores = np.matmul(q, k.transpose(0, 1, 3, 2), out=alloc("att", (B, n_head, T, T), q.dtype))  # (B, nh, T, T)
-    scores *= 1.0 / math.sqrt(hs)
-    scores += _causal_mask(T, scores.dtype)  # -inf above the diagonal: position t sees 0..t
-    att = _softmax_inplace(scores)  # (B, nh, T, T), exactly 0 above the diagonal
-    out = alloc("attn_y", (B, T, C), att.dtype)
-    np.matmul(att, v, out=_heads(out, n_head))  # y (B, nh, T, hs) written with heads concatenated
-    return out, (q, k, v, att)
+    q, k, v = split_heads(q, n_head), split_heads(k, n_head), split_heads(v, n_head)  # (B, nh, T, hs)
+    if past_k is not None:
+        k = np.concatenate([past_k, k], axis=2)  # (B, nh, P + T, hs)
+        v = np.concatenate([past_v, v], axis=2)  # (B, nh, P + T, hs)
+    P = k.shape[2] - T
+    scores = q @ k.transpose(0, 1, 3, 2) / math.sqrt(hs) + causal_mask(T, P, q.dtype)  # (B, nh, T, P + T)
+    att, _ = softmax_forward(scores)  # (B, nh, T, P + T), exactly 0 where masked
+    y = att @ v  # (B, nh, T, hs)
+    return merge_heads(y), (q, k, v, att, past_k is not None)
 
 
-def attention_backward(dout: np.ndarray, cache, alloc=fresh):
-    """Gradients ``(dq, dk, dv)``, each (B, T, C), of :func:`attention_forward`.
+def attention_backward(dout: np.ndarray, cache):
+    """Gradients ``(dq, dk, dv, dpast_k, dpast_v)`` of :func:`attention_forward`.
 
-    ``alloc`` gives the arrays ``"dq"``, ``"dk"``, ``"dv"`` and the (B, nh, T, T) ``"dscores"``.
+    dq, dk, dv are (B, T, C); dpast_k, dpast_v (B, nh, P, hs), or None when no prefix was given.
     """
-    q, k, v, att = cache
+    q, k, v, att, has_past = cache
     B, nh, T, hs = q.shape
-    # the matmuls below write each head's gradient straight into its columns (no transpose copies)
-    dq, dk, dv = (alloc(name, (B, T, nh * hs), att.dtype) for name in ("dq", "dk", "dv"))
-    dy = _heads(dout, nh)  # (B, nh, T, hs)
-    np.matmul(att.transpose(0, 1, 3, 2), dy, out=_heads(dv, nh))  # dv = att^T dy
-    # datt (B, nh, T, T), turned into dscores in place:
-    dscores = np.matmul(dy, v.transpose(0, 1, 3, 2), out=alloc("dscores", att.shape, att.dtype))
-    dscores -= np.einsum("...i,...i->...", dscores, att)[..., None]  # softmax backward,
-    dscores *= att  # p * (datt - sum(datt * p)); masked entries: att = 0 -> 0
-    dscores *= 1.0 / math.sqrt(hs)
-    np.matmul(dscores, k, out=_heads(dq, nh))  # (B, nh, T, hs)
-    np.matmul(dscores.transpose(0, 1, 3, 2), q, out=_heads(dk, nh))  # (B, nh, T, hs)
-    return dq, dk, dv
+    P = k.shape[2] - T
+    dy = split_heads(dout, nh)  # (B, nh, T, hs)
+    datt = dy @ v.transpose(0, 1, 3, 2)  # (B, nh, T, P + T)
+    dv = att.transpose(0, 1, 3, 2) @ dy  # (B, nh, P + T, hs)
+    dscores = softmax_backward(datt, att) / math.sqrt(hs)  # masked entries: att = 0 -> 0
+    dq = dscores @ k  # (B, nh, T, hs)
+    dk = dscores.transpose(0, 1, 3, 2) @ q  # (B, nh, P + T, hs)
+    dpast_k, dpast_v = (dk[:, :, :P], dv[:, :, :P]) if has_past else (None, None)
+    return merge_heads(dq), merge_heads(dk[:, :, P:]), merge_heads(dv[:, :, P:]), dpast_k, dpast_v
 
 
 # ----------------------------------------------------------------------------- losses

@@ -2,8 +2,15 @@
 
 Architecture (Radford et al. 2019, as in nanoGPT): token + learned position embeddings, ``n_layer``
 pre-LayerNorm blocks (causal multi-head attention, then a GELU feed-forward of width
-``mlp_ratio * n_embd``), a final LayerNorm and an untied ``lm_head`` without bias. The loss is the mean
+``mlp_ratio * n_embd``), a final LayerNorm and an ``lm_head`` without bias, untied by default
+(``tie_word_embeddings=True``: the logits are ``ln_f(x) @ wte.weight.T``, as GPT-2's). The loss is the mean
 cross-entropy over all target tokens that are not ``ignore_index`` (-100, PyTorch's default).
+
+Inputs as in Hugging Face's GPT-2: token ids ``idx`` or ready-made embeddings ``inputs_embeds``;
+``past_key_values``, one ``(k, v)`` pair per layer, put ``P`` positions of keys and values before the
+sequence (a key/value cache, or the trained prefix of prefix tuning), which then takes positions
+``P .. P + T - 1``; ``position_ids`` overrides the positions. After ``backward()`` the gradients of the
+float inputs are in :attr:`GPT.input_grads`.
 
 Parameter names are those of the state_dict (``wte.weight``, ``blocks.0.attn.q_proj.weight``, ...),
 so PEFT-style wrappers can address any projection by name (:meth:`Module.named_modules`,
@@ -11,8 +18,9 @@ so PEFT-style wrappers can address any projection by name (:meth:`Module.named_m
 
 Departures: separate q/k/v projections instead of GPT-2's fused ``c_attn`` (so LoRA can target
 ``q_proj`` and ``v_proj`` as PEFT does for LLaMA-style models); no dropout on attention probabilities;
-the lm_head is not tied to ``wte``. Initialisation is GPT-2's: N(0, 0.02) weights, zero biases, the
-residual projections (``o_proj``, ``down_proj``) scaled by 1/sqrt(2 n_layer).
+the lm_head is untied unless ``tie_word_embeddings``; no attention mask (padding) argument.
+Initialisation is GPT-2's: N(0, 0.02) weights, zero biases, the residual projections (``o_proj``,
+``down_proj``) scaled by 1/sqrt(2 n_layer).
 """
 
 from __future__ import annotations
@@ -38,6 +46,7 @@ class GPTConfig:
     n_layer, n_head, n_embd : depth, heads, width (``n_embd % n_head == 0``).
     mlp_ratio : feed-forward width / n_embd.  dropout : on embeddings and residual branches.
     bias : biases in Linear layers (LayerNorms always have them).  dtype : "float32" or "float64".
+    tie_word_embeddings : the output layer is ``wte.weight`` itself (no ``lm_head.weight``), as in GPT-2.
     """
 
     vocab_size: int
@@ -49,6 +58,7 @@ class GPTConfig:
     dropout: float = 0.0
     bias: bool = True
     dtype: str = "float32"
+    tie_word_embeddings: bool = False
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd", "mlp_ratio"):
@@ -62,10 +72,18 @@ class GPTConfig:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
+        for name in ("bias", "tie_word_embeddings"):
+            if not isinstance(getattr(self, name), (bool, np.bool_)):
+                raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
 
 
 class GPT(Module):
-    """The model. ``forward(idx, targets=None) -> (logits, loss)``; ``backward(dloss=1.0)``."""
+    """The model. ``forward(idx, targets=None, ...) -> (logits, loss)``; ``backward(dloss=1.0)``.
+
+    After ``backward()``, :attr:`input_grads` holds the gradients of the float inputs of the last forward:
+    ``{"inputs_embeds": (B, T, C)}`` and/or ``{"past_key_values": [(dk, dv) per layer]}`` (``{}`` for
+    token ids alone). The arrays belong to the caller; the next forward forgets them.
+    """
 
     def __init__(self, config: GPTConfig, seed: int | np.random.Generator | None = 0) -> None:
         super().__init__()
@@ -78,7 +96,8 @@ class GPT(Module):
             Block(c.n_embd, c.n_head, c.mlp_ratio, c.bias, c.dropout, seed=rng, dtype=c.dtype)
             for _ in range(c.n_layer))
         self.ln_f = LayerNorm(c.n_embd, dtype=c.dtype)
-        self.lm_head = Linear(c.n_embd, c.vocab_size, bias=False, seed=rng, dtype=c.dtype)
+        if not c.tie_word_embeddings:
+            self.lm_head = Linear(c.n_embd, c.vocab_size, bias=False, seed=rng, dtype=c.dtype)
         # GPT-2 initialisation, drawn in parameter order from the same generator
         resid_std = 0.02 / math.sqrt(2 * c.n_layer)
         for name, p in self.params.items():
@@ -88,44 +107,140 @@ class GPT(Module):
                 std = resid_std if name.endswith(("o_proj.weight", "down_proj.weight")) else 0.02
                 p[...] = rng.normal(0.0, std, p.shape)
         self.loss_cache = None
+        self.input_grads: dict = {}
+
+    # ------------------------------------------------------------------ input checks
+    def _check_embeddings(self, idx, inputs_embeds) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """Exactly one of token ids (B, T) and embeddings (B, T, C), checked."""
+        c = self.config
+        if (idx is None) == (inputs_embeds is None):
+            raise ValueError("give exactly one of idx (B, T) token ids and inputs_embeds (B, T, n_embd), "
+                             f"got {'both' if idx is not None else 'neither'}")
+        if idx is not None:
+            idx = np.asarray(idx)
+            if idx.ndim != 2:
+                raise ValueError(f"idx must be a (B, T) integer array, got shape {idx.shape}")
+            if not np.issubdtype(idx.dtype, np.integer):
+                raise TypeError(f"idx must be an integer array, got dtype {idx.dtype}")
+            if idx.shape[1] < 1:
+                raise ValueError(f"idx has sequence length 0; it must be in [1, block_size={c.block_size}]")
+            if idx.min() < 0 or idx.max() >= c.vocab_size:
+                raise ValueError(f"idx values must be token ids in [0, vocab_size={c.vocab_size}), "
+                                 f"got min {idx.min()} max {idx.max()}")
+            return idx, None
+        inputs_embeds = np.asarray(inputs_embeds)
+        if inputs_embeds.ndim != 3 or inputs_embeds.shape[2] != c.n_embd or inputs_embeds.shape[1] < 1:
+            raise ValueError(f"inputs_embeds must be a (B, T, n_embd={c.n_embd}) array with T >= 1, "
+                             f"got shape {inputs_embeds.shape}")
+        if inputs_embeds.dtype != self.dtype:
+            raise TypeError(f"inputs_embeds must have the model's dtype {self.dtype}, got {inputs_embeds.dtype}")
+        return None, inputs_embeds
+
+    def _check_past(self, past_key_values, B: int) -> list[tuple[np.ndarray, np.ndarray]] | None:
+        """One (k, v) pair per layer, each (B, n_head, P, head_size) with one P, in the model's dtype."""
+        if past_key_values is None:
+            return None
+        c = self.config
+        if isinstance(past_key_values, np.ndarray) or not hasattr(past_key_values, "__len__"):
+            raise TypeError(f"past_key_values must be a sequence of n_layer={c.n_layer} (k, v) pairs, "
+                            f"got {type(past_key_values).__name__}")
+        if len(past_key_values) != c.n_layer:
+            raise ValueError(f"past_key_values must hold one (k, v) pair per layer (n_layer={c.n_layer}), "
+                             f"got {len(past_key_values)}")
+        past, P, hs = [], None, c.n_embd // c.n_head
+        for i, pair in enumerate(past_key_values):
+            if isinstance(pair, np.ndarray) or not hasattr(pair, "__len__") or len(pair) != 2:
+                raise ValueError(f"past_key_values[{i}] must be a (k, v) pair, got {type(pair).__name__}")
+            kv = []
+            for j, a in enumerate(pair):
+                a = np.asarray(a)
+                if P is None and a.ndim == 4:
+                    P = a.shape[2]  # the prefix length, the same for every layer
+                if a.shape != (B, c.n_head, P, hs):
+                    raise ValueError(f"past_key_values[{i}][{j}] must have shape (B, n_head, P, head_size) = "
+                                     f"({B}, {c.n_head}, {'P' if P is None else P}, {hs}) with one P for every "
+                                     f"layer, got {a.shape}")
+                if a.dtype != self.dtype:
+                    raise TypeError(f"past_key_values[{i}][{j}] must have the model's dtype {self.dtype}, "
+                                    f"got {a.dtype}")
+                kv.append(a)
+            past.append((kv[0], kv[1]))
+        return past
+
+    def _check_positions(self, position_ids, B: int, T: int, P: int, name: str) -> np.ndarray:
+        """``arange(P, P + T)`` by default; an override must be (T,) or (B, T) ints in [0, block_size)."""
+        c = self.config
+        if P + T > c.block_size:
+            if P:
+                raise ValueError(f"past_key_values length P={P} + {name} sequence length T={T} is {P + T}; "
+                                 f"P + T must be at most block_size={c.block_size}")
+            raise ValueError(f"{name} has sequence length {T}; it must be at most block_size={c.block_size}")
+        if position_ids is None:
+            return np.arange(P, P + T)
+        pos = np.asarray(position_ids)
+        if pos.shape not in ((T,), (B, T)):
+            raise ValueError(f"position_ids must have shape (T,) = ({T},) or (B, T) = ({B}, {T}), got {pos.shape}")
+        if not np.issubdtype(pos.dtype, np.integer):
+            raise TypeError(f"position_ids must be an integer array, got dtype {pos.dtype}")
+        if pos.min() < 0 or pos.max() >= c.block_size:
+            raise ValueError(f"position_ids must be in [0, block_size={c.block_size}), got min {pos.min()} "
+                             f"max {pos.max()}")
+        return pos
+
+    def _check_targets(self, targets, B: int, T: int) -> np.ndarray | None:
+        if targets is None:
+            return None
+        c = self.config
+        targets = np.asarray(targets)
+        if targets.shape != (B, T):
+            raise ValueError(f"targets must have the shape (B, T) = {(B, T)} of the input, got {targets.shape}")
+        if not np.issubdtype(targets.dtype, np.integer):
+            raise TypeError(f"targets must be an integer array, got dtype {targets.dtype}")
+        bad = (targets != F.IGNORE_INDEX) & ((targets < 0) | (targets >= c.vocab_size))
+        if bad.any():
+            raise ValueError(f"targets must be in [0, vocab_size={c.vocab_size}) or {F.IGNORE_INDEX} (ignored), "
+                             f"got {targets[bad][0]}")
+        return targets
 
     # ------------------------------------------------------------------ forward / backward
-    def _check_inputs(self, idx: np.ndarray, targets: np.ndarray | None) -> np.ndarray:
-        idx = np.asarray(idx)
-        if idx.ndim != 2:
-            raise ValueError(f"idx must be a (B, T) integer array, got shape {idx.shape}")
-        if not np.issubdtype(idx.dtype, np.integer):
-            raise TypeError(f"idx must be an integer array, got dtype {idx.dtype}")
-        T = idx.shape[1]
-        if not 1 <= T <= self.config.block_size:
-            raise ValueError(f"idx has sequence length {T}; it must be in "
-                             f"[1, block_size={self.config.block_size}]")
-        if idx.min() < 0 or idx.max() >= self.config.vocab_size:
-            raise ValueError(f"idx values must be token ids in [0, vocab_size={self.config.vocab_size}), "
-                             f"got min {idx.min()} max {idx.max()}")
-        if targets is not None:
-            targets = np.asarray(targets)
-            if targets.shape != idx.shape:
-                raise ValueError(f"targets must have the shape of idx {idx.shape}, got {targets.shape}")
-            bad = (targets != F.IGNORE_INDEX) & ((targets < 0) | (targets >= self.config.vocab_size))
-            if bad.any():
-                raise ValueError(f"targets must be in [0, vocab_size={self.config.vocab_size}) or "
-                                 f"{F.IGNORE_INDEX} (ignored), got {targets[bad][0]}")
-        return idx
+    def forward(self, idx: np.ndarray | None = None, targets: np.ndarray | None = None, *,
+                inputs_embeds: np.ndarray | None = None,
+                past_key_values: list[tuple[np.ndarray, np.ndarray]] | None = None,
+                position_ids: np.ndarray | None = None):
+        """Logits and loss of a batch.
 
-    def forward(self, idx: np.ndarray, targets: np.ndarray | None = None):
-        """idx: (B, T) int token ids, T <= block_size; targets: (B, T) ids or -100.
+        Parameters
+        ----------
+        idx : (B, T) int token ids; or None with ``inputs_embeds`` (B, T, n_embd) in the model's dtype.
+        targets : (B, T) ids or -100 (ignored), or None for no loss.
+        past_key_values : None, or one ``(k, v)`` pair per layer, each (B, n_head, P, head_size) in the
+            model's dtype (Hugging Face's legacy tuple layout): put before each layer's keys and values, seen
+            by every token; the tokens stay causal among themselves.
+        position_ids : (T,) or (B, T) ints; default ``arange(P, P + T)`` (GPT-2 with a cache of length P).
+            ``P + T <= block_size`` is required.
 
-        Returns ``(logits (B, T, vocab_size), loss)``, loss a float or None without targets.
+        Returns
+        -------
+        ``(logits (B, T, vocab_size), loss)``, loss a float or None without targets.
         """
-        idx = self._check_inputs(idx, targets)
-        B, T = idx.shape
-        x = self.wte.forward(idx)  # (B, T, C), a fresh array (fancy indexing): add positions in place
-        x += self.wpe.forward(np.arange(T))  # (T, C) broadcast over the batch
+        idx, inputs_embeds = self._check_embeddings(idx, inputs_embeds)
+        B, T = (idx if idx is not None else inputs_embeds).shape[:2]
+        past = self._check_past(past_key_values, B)
+        P = 0 if past is None else past[0][0].shape[2]
+        pos = self._check_positions(position_ids, B, T, P, "idx" if idx is not None else "inputs_embeds")
+        targets = self._check_targets(targets, B, T)
+        self.input_grads = {}
+        tok = self.wte.forward(idx) if idx is not None else inputs_embeds  # (B, T, C)
+        x = tok + self.wpe.forward(pos)  # (B, T, C); positions (T, C) broadcast over the batch, or (B, T, C)
         x = self.drop.forward(x)
-        for block in self.blocks:
-            x = block.forward(x)
-        logits = self.lm_head.forward(self.ln_f.forward(x))  # (B, T, V)
+        for i, block in enumerate(self.blocks):
+            x = block.forward(x, None if past is None else past[i])
+        h = self.ln_f.forward(x)  # (B, T, C)
+        if self.config.tie_word_embeddings:
+            logits, head_cache = F.linear_forward(h, self.wte.weight)  # (B, T, V): h @ wte.weight.T
+        else:
+            logits, head_cache = self.lm_head.forward(h), None  # (B, T, V)
+        self.cache = (idx is not None, pos.ndim, past is not None, head_cache)
         loss = None
         if targets is not None:
             # the softmax (cached) and dlogits live in work buffers: both stay inside the model
@@ -133,17 +248,35 @@ class GPT(Module):
         return logits, loss
 
     def backward(self, dloss: float = 1.0) -> None:
-        """Backpropagate ``dloss`` times the last loss into the grads of all trainable parameters."""
+        """Backpropagate ``dloss`` times the last loss into the grads of all trainable parameters.
+
+        The gradients of the float inputs (``inputs_embeds``, ``past_key_values``) go to :attr:`input_grads`.
+        """
         if self.loss_cache is None:
             raise ValueError("backward() needs a forward(idx, targets) with targets first")
-        dx = self.lm_head.backward(F.cross_entropy_backward(dloss, self.loss_cache, self._buf))  # (B, T, C)
-        self.loss_cache = None
-        dx = self.ln_f.backward(dx)
+        from_ids, pos_ndim, has_past, head_cache = self.cache
+        dlogits = F.cross_entropy_backward(dloss, self.loss_cache, self._buf)  # (B, T, V)
+        self.loss_cache = self.cache = None
+        if self.config.tie_word_embeddings:  # the head's weight gradient adds into wte's one gradient
+            dh, dw, _ = F.linear_backward(dlogits, head_cache, need_dw=self.wte.needs_grad("weight"))
+            self.wte.accumulate_grad("weight", dw)
+        else:
+            dh = self.lm_head.backward(dlogits)  # (B, T, C)
+        dx = self.ln_f.backward(dh)
         for block in reversed(list(self.blocks)):
             dx = block.backward(dx)
-        dx = self.drop.backward(dx)
-        self.wte.backward(dx)
-        self.wpe.backward(dx.sum(axis=0))  # positions are shared across the batch
+        dx = self.drop.backward(dx)  # (B, T, C): the gradient of tok and of the position embeddings
+        grads = {}
+        if from_ids:
+            self.wte.backward(dx)
+        else:
+            grads["inputs_embeds"] = dx
+        self.wpe.backward(dx.sum(axis=0) if pos_ndim == 1 else dx)  # (T,) positions are shared by the batch
+        if has_past:
+            grads["past_key_values"] = [block.attn.past_kv_grad for block in self.blocks]
+            for block in self.blocks:
+                block.attn.past_kv_grad = None
+        self.input_grads = grads
 
     # ------------------------------------------------------------------ sampling
     def generate(self, idx: np.ndarray, max_new_tokens: int, temperature: float = 1.0,
@@ -194,8 +327,10 @@ class GPT(Module):
             kinds = {fl.name: fl.type for fl in fields(GPTConfig)}
             cfg = {}
             for k in kinds:
+                if f"config.{k}" not in f.files:  # a field newer than the file: keep its default
+                    continue
                 v = f[f"config.{k}"].item()
-                cfg[k] = bool(v) if k == "bias" else (str(v) if k == "dtype" else v)
+                cfg[k] = bool(v) if k in ("bias", "tie_word_embeddings") else (str(v) if k == "dtype" else v)
             model = cls(GPTConfig(**cfg), seed=0)
             model.load_state_dict({k: f[k] for k in f.files if not k.startswith("config.")})
         return model
@@ -215,5 +350,6 @@ class GPT(Module):
 
     def extra_repr(self) -> str:
         c = self.config
+        tied = ", tie_word_embeddings=True" if c.tie_word_embeddings else ""
         return (f"n_layer={c.n_layer}, n_head={c.n_head}, n_embd={c.n_embd}, vocab_size={c.vocab_size}, "
-                f"block_size={c.block_size}, params={self.num_params()}")
+                f"block_size={c.block_size}{tied}, params={self.num_params()}")

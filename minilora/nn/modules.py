@@ -91,6 +91,10 @@ class Embedding(Module):
         self.num_embeddings, self.embedding_dim = int(num_embeddings), int(embedding_dim)
         self.add_param("weight", _rng(seed).standard_normal((num_embeddings, embedding_dim)).astype(dtype))
 
+    @property
+    def weight(self) -> np.ndarray:
+        return self._params["weight"]
+
     def forward(self, idx: np.ndarray) -> np.ndarray:
         """idx: integer array (...) with values in [0, num_embeddings) -> (..., embedding_dim)."""
         idx = np.asarray(idx)
@@ -221,7 +225,13 @@ class MLP(Module):
 
 
 class CausalSelfAttention(Module):
-    """Multi-head causal self-attention with separate ``q_proj``, ``k_proj``, ``v_proj``, ``o_proj``."""
+    """Multi-head causal self-attention with separate ``q_proj``, ``k_proj``, ``v_proj``, ``o_proj``.
+
+    ``forward(x, past_kv=None)``: ``past_kv`` is a ``(k, v)`` pair of (B, n_head, P, head_size) arrays put
+    before this call's keys and values (see :func:`~minilora.nn.functional.attention_forward`). After
+    ``backward`` their gradients are in ``past_kv_grad`` (a ``(dk, dv)`` pair; None without a prefix),
+    until the caller takes them.
+    """
 
     def __init__(self, n_embd: int, n_head: int, bias: bool = True, dropout: float = 0.0, seed: Seed = None,
                  dtype: str = "float32") -> None:
@@ -233,20 +243,23 @@ class CausalSelfAttention(Module):
         for name in ("q_proj", "k_proj", "v_proj", "o_proj"):
             setattr(self, name, Linear(n_embd, n_embd, bias=bias, seed=rng, dtype=dtype))
         self.resid_drop = Dropout(dropout, seed=rng)
+        self.past_kv_grad = None
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        """x: (B, T, C) -> (B, T, C)."""
+    def forward(self, x: np.ndarray, past_kv: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+        """x: (B, T, C) -> (B, T, C); past_kv: None or (k, v), each (B, n_head, P, head_size)."""
         if x.ndim != 3:
             raise ValueError(f"x must be (B, T, C), got shape {tuple(x.shape)}")
+        past_k, past_v = (None, None) if past_kv is None else past_kv
         q, k, v = self.q_proj.forward(x), self.k_proj.forward(x), self.v_proj.forward(x)  # (B, T, C) each
-        # att and y live in work buffers (internal: y is only kept by o_proj's cache until backward)
-        y, self.cache = F.attention_forward(q, k, v, self.n_head, self._buf)  # (B, T, C)
+        y, self.cache = F.attention_forward(q, k, v, self.n_head, past_k, past_v)  # (B, T, C)
+        self.past_kv_grad = None
         return self.resid_drop.forward(self.o_proj.forward(y))
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
         dy = self.o_proj.backward(self.resid_drop.backward(dout))
-        dq, dk, dv = F.attention_backward(dy, self.cache, self._buf)  # work buffers, consumed below
+        dq, dk, dv, dpast_k, dpast_v = F.attention_backward(dy, self.cache)
         self.cache = None
+        self.past_kv_grad = None if dpast_k is None else (dpast_k, dpast_v)
         return self.q_proj.backward(dq) + self.k_proj.backward(dk) + self.v_proj.backward(dv)
 
     def extra_repr(self) -> str:
@@ -266,9 +279,10 @@ class Block(Module):
         self.mlp = MLP([n_embd, mlp_ratio * n_embd, n_embd], "gelu", bias=bias, seed=rng, dtype=dtype)
         self.mlp_drop = Dropout(dropout, seed=rng)
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
+    def forward(self, x: np.ndarray, past_kv: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+        """x: (B, T, C) -> (B, T, C); ``past_kv`` goes to the attention (see :class:`CausalSelfAttention`)."""
         # each branch returns a fresh array (a Linear's output) that only we hold: add the residual into it
-        h = self.attn.forward(self.ln_1.forward(x))  # (B, T, C)
+        h = self.attn.forward(self.ln_1.forward(x), past_kv)  # (B, T, C)
         h += x
         out = self.mlp_drop.forward(self.mlp.forward(self.ln_2.forward(h)))  # (B, T, C)
         out += h
