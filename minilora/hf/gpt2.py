@@ -96,10 +96,6 @@ class CheckpointError(ValueError):
 
 
 # ----------------------------------------------------------------------------- config.json
-def _is_tied(model: GPT) -> bool:
-    return bool(getattr(model.config, "tie_word_embeddings", False))
-
-
 def config_from_hf(cfg: dict[str, Any], path: str | os.PathLike = CONFIG_NAME) -> GPTConfig:
     """The :class:`GPTConfig` of a Hugging Face GPT-2 ``config.json`` dict (``path`` names it in errors).
 
@@ -139,9 +135,8 @@ def config_from_hf(cfg: dict[str, Any], path: str | os.PathLike = CONFIG_NAME) -
     tied = cfg.get("tie_word_embeddings", True)
     if not isinstance(tied, bool):
         raise bad("tie_word_embeddings", "true or false")
-    extra = {"tie_word_embeddings": True} if tied else {}
     return GPTConfig(vocab_size=sizes["vocab_size"], block_size=sizes["n_positions"], n_layer=sizes["n_layer"],
-                     n_head=sizes["n_head"], n_embd=C, mlp_ratio=mlp_ratio, **extra)
+                     n_head=sizes["n_head"], n_embd=C, mlp_ratio=mlp_ratio, tie_word_embeddings=tied)
 
 
 def config_to_hf(model: GPT) -> dict[str, Any]:
@@ -165,7 +160,7 @@ def config_to_hf(model: GPT) -> dict[str, Any]:
         "embd_pdrop": c.dropout,
         "attn_pdrop": 0.0,
         "initializer_range": 0.02,
-        "tie_word_embeddings": _is_tied(model),
+        "tie_word_embeddings": c.tie_word_embeddings,
         "bos_token_id": None,
         "eos_token_id": None,
         "dtype": str(model.dtype),
@@ -190,7 +185,7 @@ def hf_shapes(config: GPTConfig) -> dict[str, tuple[int, ...]]:
                             ("mlp.c_proj.bias", (C,))):
             shapes[h + name] = shape
     shapes["transformer.ln_f.weight"] = shapes["transformer.ln_f.bias"] = (C,)
-    if not getattr(config, "tie_word_embeddings", False):
+    if not config.tie_word_embeddings:
         shapes["lm_head.weight"] = (V, C)
     return shapes
 
@@ -310,7 +305,7 @@ def _plan(path: Path, config: GPTConfig) -> tuple[dict[str, tuple[Path, TensorIn
         full = "transformer." + name  # GPT2Model's files have no prefix
         present[full if full in expected and name not in expected else name] = (f, headers[f][name])
     tied_head = []
-    if getattr(config, "tie_word_embeddings", False) and "lm_head.weight" in present:
+    if config.tie_word_embeddings and "lm_head.weight" in present:
         tied_head = [present.pop("lm_head.weight")]  # a copy of wte some writers keep: checked equal below
     missing = [n for n in expected if n not in present]
     unexpected = sorted(set(present) - set(expected))
@@ -354,7 +349,8 @@ def from_pretrained(path: str | os.PathLike, dtype: str = "float32") -> GPT:
     model = GPT(dataclasses.replace(config, dtype=dtype), seed=0)
     params = model.params
     with ExitStack() as stack:
-        handles = {f: stack.enter_context(open(f, "rb")) for f, _ in (*plan.values(), *tied_head)}
+        files = {f for f, _ in (*plan.values(), *tied_head)}
+        handles = {f: stack.enter_context(open(f, "rb")) for f in files}  # one handle per file
         for name, (f, info) in plan.items():
             value = read_tensor(handles[f], info)
             if not np.isfinite(value).all():

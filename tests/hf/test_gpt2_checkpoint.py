@@ -34,7 +34,7 @@ def rel_err(a, b):
 def test_float32_logits_equal_transformers(i):
     model = GPT.from_pretrained(case_dir(i))
     assert not model.training and model.dtype == np.float32
-    assert bool(getattr(model.config, "tie_word_embeddings", False)) == bool(G[f"c{i}_tied"])
+    assert bool(model.config.tie_word_embeddings) == bool(G[f"c{i}_tied"])
     logits, _ = model.forward(G[f"c{i}_idx"])
     ref = G[f"c{i}_logits32"]
     np.testing.assert_allclose(logits, ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max())
