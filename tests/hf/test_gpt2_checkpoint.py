@@ -305,3 +305,18 @@ def test_integer_weights_are_refused(tmp_path):
 def test_bad_dtype_argument():
     with pytest.raises(ValueError, match="dtype must be 'float32' or 'float64', got 'float16'"):
         GPT.from_pretrained(case_dir(0), dtype="float16")
+
+
+def test_tied_checkpoint_with_a_copy_of_wte_as_lm_head(tmp_path):
+    """Some writers keep lm_head.weight in a tied file: accepted when it equals wte, refused when it differs."""
+    i = next(i for i in CASES if G[f"c{i}_tied"])
+    d = copy_case(tmp_path, i)
+    tensors = load_file(d / "model.safetensors")
+    tensors["lm_head.weight"] = tensors["transformer.wte.weight"].copy()
+    write_file(d / "model.safetensors", tensors)
+    model = GPT.from_pretrained(d)
+    assert "lm_head.weight" not in model.params
+    tensors["lm_head.weight"][0, 0] += 1
+    write_file(d / "model.safetensors", tensors)
+    with pytest.raises(CheckpointError, match="lm_head.weight differs from transformer.wte.weight"):
+        GPT.from_pretrained(d)

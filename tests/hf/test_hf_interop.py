@@ -104,3 +104,31 @@ class _no_missing_key_warnings:
                or "unexpected" in str(w.message).lower()]
         assert not bad, bad
         return False
+
+
+def test_peft_loads_the_adapter_the_cli_trains(tmp_path):
+    """``finetune --base --text --save``'s adapter, on the committed tied checkpoint, through PEFT."""
+    from minilora.__main__ import main
+
+    tiny = GOLDEN / "gpt2_tiny"
+    text = tmp_path / "t.txt"
+    text.write_text((GOLDEN / "tokenizer" / "corpus.txt").read_text(encoding="utf-8") * 3, encoding="utf-8")
+    assert main(["finetune", "--base", str(tiny), "--text", str(text), "--steps", "5", "--block-size", "32",
+                 "--batch-size", "4", "--lr", "0.01", "--save", str(tmp_path / "ad")]) == 0
+
+    hf = transformers.GPT2LMHeadModel.from_pretrained(tiny).eval()
+    idx = np.random.default_rng(6).integers(0, 400, (2, 32))
+    base_logits = hf_logits(hf, idx)
+    with _no_missing_key_warnings():
+        pm = peft.PeftModel.from_pretrained(hf, tmp_path / "ad").eval()  # wraps hf in place
+    theirs = hf_logits(pm, idx)
+    assert np.abs(theirs - base_logits).max() > 1e-4  # training moved B away from zero
+    # minilora's model after the same 5 steps (the run is deterministic)
+    from minilora.experiments.gpt2 import finetune_text, load_text
+    from minilora.tokenizer import GPT2Tokenizer
+
+    data = load_text(text, GPT2Tokenizer.from_pretrained(tiny), 32)
+    model, _ = finetune_text(GPT.from_pretrained(tiny), data, "lora",
+                             LoraConfig(r=8, lora_alpha=16, target_modules=("q_proj", "v_proj")), steps=5,
+                             lr=0.01, batch_size=4)
+    assert_close(model.eval().forward(idx)[0], theirs)
