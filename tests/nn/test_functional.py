@@ -42,11 +42,18 @@ def test_cross_entropy_gradient_and_ignore_index(ignore):
         targets[0, :2] = F.IGNORE_INDEX
     report = check_function(lambda z: F.cross_entropy_forward(z, targets), F.cross_entropy_backward, [logits])
     assert report[0] < TOL
+    # an ignored position does not count: changing its logits changes nothing (values: test_golden_engine)
     loss, _ = F.cross_entropy_forward(logits, targets)
-    keep = targets != F.IGNORE_INDEX
-    z = logits[keep]
-    ref = np.mean(np.log(np.exp(z).sum(-1)) - z[np.arange(len(z)), targets[keep]])
-    assert loss == pytest.approx(ref, rel=1e-12)
+    moved = logits.copy()
+    moved[0, :2, 0] += 5.0  # one logit per position (a shift of all of them would change nothing anyway)
+    assert (F.cross_entropy_forward(moved, targets)[0] == loss) == ignore
+
+
+def test_cross_entropy_all_ignored_is_zero_not_nan():
+    """Departure from torch (nan, the mean of nothing): 0, so a micro-batch without answers adds nothing."""
+    logits = _x(2, 3, 5)
+    loss, cache = F.cross_entropy_forward(logits, np.full((2, 3), F.IGNORE_INDEX))
+    assert loss == 0.0 and not F.cross_entropy_backward(1.0, cache).any()
 
 
 def test_embedding_backward_accumulates_repeated_ids():
@@ -67,19 +74,6 @@ def test_attention_is_causal():
     out2, _ = F.attention_forward(q, k, v2, 2)
     np.testing.assert_allclose(out[0, :4], out2[0, :4])
     assert not np.allclose(out[0, 4:], out2[0, 4:])
-
-
-def test_gelu_is_the_tanh_approximation():
-    x = np.linspace(-4, 4, 17)
-    y, _ = F.gelu_forward(x)
-    np.testing.assert_allclose(y, 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x**3))))
-
-
-def test_layernorm_normalizes_with_eps():
-    x = _x(4, 8) * 3 + 1
-    y, _ = F.layernorm_forward(x, np.ones(8), np.zeros(8))
-    np.testing.assert_allclose(y.mean(-1), 0, atol=1e-12)
-    np.testing.assert_allclose(y.var(-1), x.var(-1) / (x.var(-1) + F.LN_EPS))
 
 
 def test_dropout_needs_valid_p_and_rng():
