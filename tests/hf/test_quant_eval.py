@@ -100,3 +100,20 @@ def test_bad_arguments(base):
     lora = inject_lora(minilora.load_base_model(), LoraConfig(r=2))
     with pytest.raises(ValueError, match="merge_and_unload"):
         quant_eval(lora, [batch])
+
+
+@pytest.mark.parametrize("i", range(4))
+def test_table_equals_torch_and_bitsandbytes_on_gpt2_checkpoints(i):
+    """bf16/fp16 (torch casts) and fp4/nf4/nf4+dq (bitsandbytes 0.50.2) round trips of every Conv1D weight of
+    transformers' GPT2LMHeadModel give the same held-out loss (golden: tools/golden/gpt2.py)."""
+    from conftest import load_golden
+
+    g = load_golden("gpt2")
+    model = GPT.from_pretrained(GOLDEN / "gpt2" / f"case{i}")
+    formats = ("bf16", "fp16", "fp4", "nf4", "nf4+dq")
+    table = quant_eval(model, [(g[f"c{i}_idx"], g[f"c{i}_targets"])], formats=formats)
+    for fmt in formats:
+        ref = float(g[f"c{i}_qloss_{fmt}"])
+        assert table[fmt].loss == pytest.approx(ref, rel=2e-6), fmt
+    # the formats really differ from one another on these weights (the comparison is not vacuous)
+    assert len({round(r.loss, 6) for r in table.rows}) >= 3

@@ -11,7 +11,13 @@ LayerNorms and biases included, so a transposed or swapped tensor cannot hide) i
 * ``logits64``, ``loss64``: the same model in float64, loss = mean cross-entropy of ``logits`` against
   ``targets`` (ignore_index -100, no shift: minilora's convention);
 * ``grad64_<name>``: torch autograd's gradient of ``loss64`` for every parameter, under the Hugging Face
-  name (for a tied model ``transformer.wte.weight`` holds both contributions).
+  name (for a tied model ``transformer.wte.weight`` holds both contributions);
+* ``qloss_<fmt>``: QLoRA's Table 2 made by torch and bitsandbytes 0.50.2 (its pure-PyTorch kernels, as in
+  tools/golden/quant.py): the float32 loss after every Conv1D weight is replaced by its round trip through
+  ``fmt`` (bf16, fp16 by torch casts; fp4, nf4, nf4+dq by bitsandbytes' block-wise 4-bit at blocksize 64),
+  quantized as minilora's Linear layers hold it — (out, in), c_attn as three separate q, k, v weights;
+  ``lm_head`` and the embeddings are left alone. For nf4+dq the offset is the correctly rounded mean of the
+  absmax (minilora's documented departure from bitsandbytes' float32 ``torch.mean``).
 
 It also writes ``tests/golden/gpt2_tiny/``: a tied GPT-2 whose vocabulary is the BPE tokenizer of
 ``tests/golden/tokenizer/`` (its ``vocab.json`` and ``merges.txt`` are copied in), the checkpoint the CLI
@@ -53,6 +59,56 @@ def _random_model(cfg_kwargs: dict, seed: int):
     return model
 
 
+QUANT_FORMATS = ("bf16", "fp16", "fp4", "nf4", "nf4+dq")
+
+
+def _roundtrip(w, fmt: str, blocksize: int = 64):
+    """``w`` (out, in) float32 through ``fmt`` and back, by torch / bitsandbytes."""
+    import bitsandbytes  # noqa: F401  (registers the ops)
+    import torch
+    from bitsandbytes import functional as F
+
+    keyset = torch._C.DispatchKeySet(torch._C.DispatchKey.CompositeExplicitAutograd)
+    op = lambda name, *args: getattr(torch.ops.bitsandbytes, name).default.redispatch(keyset, *args)
+    if fmt in ("bf16", "fp16"):
+        return w.to(torch.bfloat16 if fmt == "bf16" else torch.float16).float()
+    qt = fmt[:3]
+    packed, absmax = op("quantize_4bit", w.contiguous(), blocksize, qt, torch.uint8)
+    if fmt == "nf4+dq":
+        code8 = F.create_dynamic_map().float()
+        off = torch.tensor(np.float32(np.mean(absmax.numpy().astype(np.float64))))
+        q8, absmax2 = op("quantize_blockwise", absmax - off, code8, 256)
+        absmax = op("dequantize_blockwise", q8, absmax2, code8, 256, torch.float32) + off
+    return op("dequantize_4bit", packed, absmax, blocksize, qt, list(w.shape), torch.float32)
+
+
+def _quant_losses(model, idx, targets) -> dict[str, np.ndarray]:
+    import copy
+
+    import torch
+
+    out = {}
+    V = model.config.vocab_size
+    for fmt in QUANT_FORMATS:
+        m = copy.deepcopy(model).float().eval()
+        with torch.no_grad():
+            for name, mod in m.named_modules():
+                if type(mod).__name__ != "Conv1D":
+                    continue
+                W = mod.weight  # (in, out)
+                if name.endswith("attn.c_attn"):
+                    C = W.shape[0]
+                    for j in range(3):
+                        W[:, j * C:(j + 1) * C] = _roundtrip(W[:, j * C:(j + 1) * C].T, fmt).T
+                else:
+                    W.copy_(_roundtrip(W.T, fmt).T)
+            logits = m(torch.from_numpy(idx)).logits
+            loss = torch.nn.functional.cross_entropy(logits.reshape(-1, V), torch.from_numpy(targets).reshape(-1),
+                                                     ignore_index=-100)
+        out[f"qloss_{fmt}"] = np.array(loss.item(), np.float64)
+    return out
+
+
 def make(out_dir: Path) -> list[Path]:
     import torch
     from transformers import GPT2LMHeadModel
@@ -73,13 +129,14 @@ def make(out_dir: Path) -> list[Path]:
         targets[rng.random((B, P)) < 0.2] = -100
         with torch.no_grad():
             logits32 = model(torch.from_numpy(idx)).logits.numpy()
+        quant_losses = _quant_losses(model, idx, targets)
         model = model.double()
         logits = model(torch.from_numpy(idx)).logits
         loss = torch.nn.functional.cross_entropy(logits.reshape(-1, V), torch.from_numpy(targets).reshape(-1),
                                                  ignore_index=-100)
         loss.backward()
         case = {"idx": idx, "targets": targets, "logits32": logits32, "logits64": logits.detach().numpy(),
-                "loss64": np.array(loss.item()), "tied": np.array(tied)}
+                "loss64": np.array(loss.item()), "tied": np.array(tied), **quant_losses}
         for name, p in model.named_parameters():
             case[f"grad64_{name}"] = p.grad.numpy().copy()
         data.update({f"c{i}_{k}": v for k, v in case.items()})
