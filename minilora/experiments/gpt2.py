@@ -206,6 +206,14 @@ def run_finetune(args) -> int:
     print(f"method: {args.method}" + (f" (r={config.r}, lora_alpha={config.lora_alpha}, "
                                       f"targets={config.target_modules})" if config else " (every parameter)"))
     print_trainable_parameters(model)
+    if args.method == "qlora":
+        from minilora.peft.qlora import quantized_modules
+
+        qs = list(quantized_modules(model).values())
+        n4 = sum(q.quant_state.numel for q in qs)
+        bits = 8 * sum(q.packed.nbytes + q.quant_state.stats_nbytes for q in qs) / n4
+        print(f"4-bit base: {n4:,d} more parameters in {len(qs)} linear layers ({qs[0].quant_type}, "
+              f"{bits:.3f} bits per parameter measured); all params counting them: {model.num_params() + n4:,d}")
     print(f"held-out loss {report['loss_before']:.4f} -> {report['loss_after']:.4f}   perplexity "
           f"{report['ppl_before']:.3f} -> {report['ppl_after']:.3f}")
     print(f"training: {args.steps} steps in {report['seconds']:.1f} s, {report['tokens_per_s']:,.0f} tokens/s; "

@@ -99,3 +99,11 @@ def test_cli_quant_eval(text_file, capsys):
     for label in ("FP32", "BF16", "FP16", "Int8 absmax", "LLM.int8()", "Int4 absmax", "FP4", "NF4 + DQ"):
         assert label in out
     assert "QLoRA's ordering NF4 < FP4 < Int4" in out
+
+
+def test_cli_qlora_reports_the_4bit_base(text_file, capsys):
+    rc = main(["finetune", "--base", str(TINY), "--text", str(text_file), "--method", "qlora", "--steps", "2",
+               "--block-size", "16", "--batch-size", "2"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert "4-bit base: 24,576 more parameters in 12 linear layers (nf4," in out  # 2 blocks x 6 Linears
