@@ -31,6 +31,11 @@ LLM.int8 matmul (:func:`int8_matmul_bound`)
     int8 rounding at the row's scale); likewise ``e_w`` from the weight row's scale ``SCB``. Outlier columns
     use the exact ``x`` (``e_x = 0``). Per product ``|x w − x̂ ŵ| ≤ |x| e_w + (|w| + e_w) e_x``, summed over k;
     the float32 sums and scalings add ``(k + 4) u Σ (|x| + e_x)(|w| + e_w)``.
+
+From the input alone (:func:`error_bound`)
+    The bound of every element of ``x`` for a method named as the user knows it (``"nf4"``, ``"absmax"``, …),
+    with the group statistics recomputed from ``x``: what :mod:`minilora.testing` asserts. A result delivered
+    in FP16 / BF16 adds that rounding (:func:`output_rounding_bound`).
 """
 
 from __future__ import annotations
@@ -40,14 +45,16 @@ from typing import Any
 import numpy as np
 
 from minilora import backend
-from minilora.formats import FP16, round_to
+from minilora.formats import FP16, get_format, round_to
 from minilora.quant.absmax import qmax_for
 from minilora.quant.blockwise import scale_blocks
+from minilora.quant.double_quant import create_dynamic_map
 from minilora.quant.int8 import int8_vectorwise_quant
+from minilora.quant.nf4 import get_4bit_code
 
 __all__ = ["U32", "SUB", "absmax_bound", "code_max_error", "codebook_bound", "double_quant_absmax_bound",
            "nf4_double_quant_bound", "int8_vectorwise_bound", "int8_matmul_bound", "block_absmax",
-           "per_element"]
+           "per_element", "METHODS", "INT8_MIN_ROW_ABSMAX", "error_bound", "output_rounding_bound"]
 
 #: unit roundoff of float32
 U32 = 2.0**-24
@@ -106,7 +113,8 @@ def int8_vectorwise_bound(row_stats: Any) -> Any:
     """Per row, non-outlier elements: ``|x − dequant| ≤ SCA · (1/254 + 8u) + SUB`` (float64, shape (rows,)).
 
     ``1/SCA`` and ``·127`` round twice (the scaled value is off by ``3u · 127``), dequantization three times.
-    Holds for rows with ``SCA ≥ 2^-126`` (FP16 input always qualifies; see :func:`int8_vectorwise_quant`).
+    Holds for rows with ``SCA ≥`` :data:`INT8_MIN_ROW_ABSMAX` ≈ 3.73e-37, where ``float32(1/SCA) · 127`` is
+    still finite (FP16 input always qualifies; see :func:`int8_vectorwise_quant`).
     """
     return np.asarray(backend.to_numpy(row_stats), np.float64) * (1 / 254 + 8 * U32) + SUB
 
@@ -140,3 +148,149 @@ def block_absmax(x: Any, blocksize: int) -> Any:
 def per_element(per_block: Any, n: int, blocksize: int) -> np.ndarray:
     """Repeat a per-block quantity for every element: shape (n,)."""
     return np.repeat(np.asarray(backend.to_numpy(per_block)), blocksize)[:n]
+
+
+# ----------------------------------------------------------------------------- from the input alone
+
+#: the quantizers :func:`error_bound` knows, by name
+METHODS = ("absmax", "nf4", "fp4", "nf4_dq", "fp4_dq", "dynamic", "int8_vectorwise")
+#: default blocksize of each block-wise method (bitsandbytes' defaults)
+DEFAULT_BLOCKSIZE = {"nf4": 64, "fp4": 64, "nf4_dq": 64, "fp4_dq": 64, "dynamic": 4096}
+
+
+def _min_row_absmax() -> float:
+    """Smallest float32 ``s`` with ``float32(float32(1/s) · 127)`` finite (the int8 row scale)."""
+    s = np.float32(127 / float(np.finfo(np.float32).max))
+    with np.errstate(over="ignore"):
+        while not np.isfinite((np.float32(1) / s) * np.float32(127)):
+            s = np.nextafter(s, np.float32(1))
+    return float(s)
+
+
+#: rows of int8 vector-wise quantization with a smaller (nonzero) absmax overflow the scale 127/absmax
+INT8_MIN_ROW_ABSMAX = _min_row_absmax()
+
+
+def _block_max_abs(flat: np.ndarray, blocksize: int, floor: bool = True) -> np.ndarray:
+    """``max |x|`` per flat block (float32); with ``floor`` the partial last block stores at least 1e-38, as
+    bitsandbytes' block-wise quantizers do (absmax int-b does not)."""
+    n, bs = flat.size, int(blocksize)
+    padded = np.zeros(-(-n // bs) * bs, np.float32)
+    padded[:n] = np.abs(flat)
+    a = padded.reshape(-1, bs).max(axis=1) if n else np.zeros(0, np.float32)
+    if floor and n % bs:
+        a[-1] = max(a[-1], np.float32(TINY))
+    return a
+
+
+def output_rounding_bound(bound: Any, x: Any, fmt: Any) -> np.ndarray:
+    """``bound`` on ``|x − x̂|`` widened for a result delivered in ``fmt`` (e.g. FP16 or BF16) instead of float32.
+
+    Rounding ``x̂`` to nearest moves it by at most ``ε/2 · |x̂| + min_subnormal/2`` (``ε = 2^-man_bits``), and
+    ``|x̂| ≤ |x| + bound``: the total is ``bound + ε/2 · (|x| + bound) + min_subnormal/2`` (float64).
+    """
+    f = get_format(fmt)
+    b = np.asarray(bound, np.float64)
+    ax = np.abs(np.asarray(backend.to_numpy(x), np.float64))
+    return b + f.eps / 2 * (ax + b) + f.min_subnormal / 2
+
+
+def error_bound(x: Any, method: str, *, bits: int = 8, axis: int | None = None, blocksize: int | None = None,
+                threshold: float = 0.0, offset: Any = None, output_format: Any = None,
+                return_scale: bool = False) -> Any:
+    """The bound on ``|x − x̂|`` for every element of ``x`` quantized by ``method``, from ``x`` alone.
+
+    Parameters
+    ----------
+    x : float array, any shape (float16 or float32; the quantizers compute in float32)
+    method : one of :data:`METHODS`
+        ``"absmax"`` (int-``bits``, per tensor, per ``axis`` or per flat ``blocksize`` block), ``"nf4"`` /
+        ``"fp4"`` (:func:`codebook_bound`), ``"nf4_dq"`` / ``"fp4_dq"`` (with double quantization of absmax,
+        :func:`nf4_double_quant_bound`; needs ``offset``), ``"dynamic"`` (8-bit dynamic map block-wise),
+        ``"int8_vectorwise"`` (x 2-D, rows scaled by their absmax; ``threshold`` > 0 takes outlier columns out).
+    bits, axis : for ``"absmax"`` (``axis`` in NumPy's meaning: ``axis=-1`` is one absmax per row)
+    blocksize : block length; default 64 for 4-bit, 4096 for ``"dynamic"``; optional for ``"absmax"``
+    threshold : outlier threshold of ``"int8_vectorwise"``: ``|x| ≥ threshold`` marks an outlier column
+    offset : the double-quantization offset the kernel used (its ``QuantState.offset``), for ``*_dq``
+    output_format : None (float32 result) or the format the result is delivered in (``"fp16"``, ``"bf16"``, a
+        :class:`~minilora.formats.FloatFormat`): adds its rounding (:func:`output_rounding_bound`)
+    return_scale : also return the scale each element was quantized with (its group's absmax)
+
+    Returns
+    -------
+    bound : float64 array of ``x``'s shape; ``inf`` where the method makes no claim (outlier columns of
+        ``"int8_vectorwise"``, which go to the 16-bit path). With ``return_scale``, ``(bound, scale)``.
+
+    The group statistics are computed here from ``x`` as bitsandbytes stores them (``max |x|`` in float32;
+    a partial last block floored at 1e-38), so a kernel's own (possibly wrong) state cannot loosen the bound;
+    for double quantization the second-level scales are recomputed from ``absmax − offset``.
+
+    >>> b = error_bound(np.array([1.0, 0.3, -0.2], np.float32), "nf4")
+    >>> [round(v, 6) for v in b.tolist()]     # one block of absmax 1: e = 0.1519 (+ 8u) everywhere
+    [0.151904, 0.151904, 0.151904]
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    arr = np.asarray(backend.to_numpy(x))
+    if arr.dtype.kind != "f":
+        raise TypeError(f"x must be a floating-point array, got dtype {arr.dtype}")
+    arr = arr.astype(np.float32)
+    if not np.all(np.isfinite(arr)):
+        raise ValueError("x contains NaN or Inf: no quantizer here accepts them, so there is no bound")
+    if method != "absmax" and axis is not None:
+        raise ValueError(f"axis is only for method 'absmax', got axis={axis!r} with method {method!r}")
+    if method == "absmax":
+        if axis is not None and blocksize is not None:
+            raise ValueError(f"give axis or blocksize, not both (got axis={axis!r}, blocksize={blocksize!r})")
+        if blocksize is not None:
+            bs = _check_positive_blocksize(blocksize)
+            a = _block_max_abs(arr.reshape(-1), bs, floor=False)
+            scale = per_element(a, arr.size, bs).reshape(arr.shape)
+        elif axis is not None:
+            scale = np.broadcast_to(np.abs(arr).max(axis=axis, keepdims=True, initial=0), arr.shape)
+        else:
+            scale = np.full(arr.shape, np.abs(arr).max(initial=0), np.float32)
+        bound = absmax_bound(scale, bits)
+    elif method == "int8_vectorwise":
+        if arr.ndim != 2:
+            raise ValueError(f"x must be 2-D (rows, cols) for 'int8_vectorwise', got shape {arr.shape}")
+        t = float(threshold)
+        if not np.isfinite(t) or t < 0:
+            raise ValueError(f"threshold must be a finite number >= 0, got {threshold!r}")
+        outlier = np.abs(arr) >= t if t > 0 else np.zeros(arr.shape, bool)
+        rows = np.abs(np.where(outlier, np.float32(0), arr)).max(axis=1, initial=0)
+        tiny = np.flatnonzero((rows > 0) & (rows < INT8_MIN_ROW_ABSMAX))
+        if tiny.size:
+            raise ValueError(f"row {tiny[0]} of x has absmax {rows[tiny[0]]!r} < {INT8_MIN_ROW_ABSMAX:.7g}: its "
+                             f"scale 127/absmax overflows float32, so int8 vector-wise quantization has no "
+                             f"error bound there (LLM.int8 takes FP16 input, which never gets there)")
+        scale = np.broadcast_to(rows[:, None], arr.shape)
+        bound = np.broadcast_to(int8_vectorwise_bound(rows)[:, None], arr.shape).copy()
+        bound[:, outlier.any(axis=0)] = np.inf
+    else:
+        bs = DEFAULT_BLOCKSIZE[method] if blocksize is None else _check_positive_blocksize(blocksize)
+        flat = arr.reshape(-1)
+        a = _block_max_abs(flat, bs)
+        code = create_dynamic_map() if method == "dynamic" else get_4bit_code(method[:3])
+        if method.endswith("_dq"):
+            if offset is None:
+                raise ValueError(f"method {method!r} needs offset= (the QuantState.offset the kernel subtracted "
+                                 f"from absmax before the second-level quantization)")
+            off = np.float32(float(offset))
+            a2 = _block_max_abs((a - off).astype(np.float32), 256)
+            da = double_quant_absmax_bound(a, off, a2, create_dynamic_map())
+            per_block = nf4_double_quant_bound(a, da, code)
+        else:
+            per_block = codebook_bound(a, code)
+        scale = per_element(a, flat.size, bs).reshape(arr.shape)
+        bound = per_element(per_block, flat.size, bs).reshape(arr.shape)
+    bound = np.asarray(bound, np.float64)
+    if output_format is not None:
+        bound = output_rounding_bound(bound, arr, output_format)
+    return (bound, np.asarray(scale, np.float32)) if return_scale else bound
+
+
+def _check_positive_blocksize(blocksize: Any) -> int:
+    if isinstance(blocksize, bool) or not isinstance(blocksize, (int, np.integer)) or blocksize < 1:
+        raise ValueError(f"blocksize must be a positive integer, got {blocksize!r}")
+    return int(blocksize)
