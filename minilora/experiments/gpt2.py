@@ -194,7 +194,7 @@ def run_finetune(args) -> int:
             alpha = int(args.alpha) if float(args.alpha).is_integer() else args.alpha
             config = LoraConfig(r=args.r, lora_alpha=alpha, lora_dropout=args.dropout,
                                 target_modules="all-linear" if targets == ["all-linear"] else tuple(targets),
-                                init_lora_weights=True if args.init == "default" else args.init,
+                                init_lora_weights={"default": True, "false": False}.get(args.init, args.init),
                                 use_rslora=args.rslora)
         print(f"base: {args.base} ({model.num_params():,d} parameters, {model.config.n_layer} layers, "
               f"n_embd {model.config.n_embd}); {data}")
