@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from golden._inputs import random_float32_bits as random_inputs
+from golden._meta import meta
 
 N_STORED = 1 << 16
 
@@ -143,5 +144,5 @@ def make(out_dir: Path) -> list[Path]:
     for k, v in encode_all(e.view(np.float32)).items():
         data[f"encode_edge_{k}"] = v
     path = out_dir / "formats.npz"
-    np.savez_compressed(path, **data)
+    np.savez_compressed(path, **data, **meta("tools/golden/formats.py"))
     return [path]
