@@ -336,7 +336,8 @@ def from_pretrained(path: str | os.PathLike, dtype: str = "float32") -> GPT:
 
     Returns
     -------
-    GPT in eval mode (as transformers returns it), with ``hf_config`` holding the ``config.json`` dict.
+    GPT in eval mode (as transformers returns it), with ``hf_config`` holding the ``config.json`` dict; for a
+    directory written from a QLoRA model, that QLoRA model (:func:`minilora.hf.fourbit.load_qlora`).
     Raises :class:`CheckpointError` (a ValueError) naming the file and the problem; no model is returned
     half-loaded.
     """
@@ -344,6 +345,12 @@ def from_pretrained(path: str | os.PathLike, dtype: str = "float32") -> GPT:
         raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
     path = Path(path)
     raw = read_config(path)
+    from minilora.hf.fourbit import is_qlora_checkpoint, load_qlora
+
+    if is_qlora_checkpoint(raw):  # written by save_pretrained from a QLoRA model
+        if dtype != "float32":
+            raise ValueError(f"{path}: a 4-bit QLoRA checkpoint loads in float32 only, got dtype={dtype!r}")
+        return load_qlora(path)
     config = config_from_hf(raw, path / CONFIG_NAME)
     plan, tied_head = _plan(path, config)
     model = GPT(dataclasses.replace(config, dtype=dtype), seed=0)
@@ -370,12 +377,20 @@ def save_pretrained(model: GPT, path: str | os.PathLike) -> Path:
     """Write ``model`` as a Hugging Face GPT-2 checkpoint directory (``config.json`` + ``model.safetensors``).
 
     ``transformers.GPT2LMHeadModel.from_pretrained(path)`` loads it (an untied model, like the shipped base
-    GPT, is written with ``tie_word_embeddings: false`` and its ``lm_head.weight``). The model must hold
-    plain :class:`~minilora.nn.modules.Linear` layers: merge LoRA first (``merge_and_unload``) or save the
-    adapter alone (:func:`minilora.hf.save_hf_adapter`). Returns ``path``.
+    GPT, is written with ``tie_word_embeddings: false`` and its ``lm_head.weight``). A QLoRA model (from
+    :func:`~minilora.peft.qlora.prepare_qlora`) is written as its 4-bit base + adapter instead
+    (:func:`minilora.hf.fourbit.save_qlora`), which :func:`from_pretrained` reads back. A LoRA model must be
+    merged first (``merge_and_unload``), or its adapter saved alone (:func:`minilora.hf.adapter.save_hf_adapter`).
+    Returns ``path``.
     """
     if not isinstance(model, GPT):
         raise TypeError(f"model must be a minilora GPT, got {type(model).__name__}")
+    from minilora.peft.qlora import quantized_modules
+
+    if quantized_modules(model):  # a QLoRA model: the 4-bit base + adapter (minilora/hf/fourbit.py)
+        from minilora.hf.fourbit import save_qlora
+
+        return save_qlora(model, path)
     linears = set(linear_names(model.config))
     wrapped = [name for name, m in model.named_modules() if name in linears and type(m) is not Linear]
     if wrapped:

@@ -343,7 +343,8 @@ class GPT(Module):
         return from_pretrained(path, dtype=dtype)
 
     def save_pretrained(self, path: str | os.PathLike) -> None:
-        """Write a Hugging Face GPT-2 checkpoint directory that ``GPT2LMHeadModel`` loads; see :mod:`minilora.hf`."""
+        """Write a Hugging Face GPT-2 checkpoint directory that ``GPT2LMHeadModel`` loads (a QLoRA model: its
+        4-bit base + adapter, read back by :meth:`from_pretrained`); see :mod:`minilora.hf`."""
         from minilora.hf.gpt2 import save_pretrained
 
         save_pretrained(self, path)

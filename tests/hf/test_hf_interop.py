@@ -132,3 +132,26 @@ def test_peft_loads_the_adapter_the_cli_trains(tmp_path):
                              LoraConfig(r=8, lora_alpha=16, target_modules=("q_proj", "v_proj")), steps=5,
                              lr=0.01, batch_size=4)
     assert_close(model.eval().forward(idx)[0], theirs)
+
+
+def test_bitsandbytes_reads_the_4bit_weights_minilora_saves(tmp_path):
+    """bitsandbytes' QuantState.from_dict on a saved layer's ``….weight.*`` tensors, and its dequantize_4bit,
+    give minilora's dequantized weight bit for bit."""
+    bnb_functional = pytest.importorskip("bitsandbytes.functional")
+    from minilora.hf.safetensors_io import load_file
+    from minilora.peft.qlora import prepare_qlora, quantized_modules
+
+    model = prepare_qlora(GPT.from_pretrained(GOLDEN / "gpt2_tiny"), LoraConfig(r=2, target_modules="all-linear"))
+    model.save_pretrained(tmp_path)
+    tensors = load_file(tmp_path / "model.safetensors")
+    keyset = torch._C.DispatchKeySet(torch._C.DispatchKey.CompositeExplicitAutograd)  # bnb's pure-PyTorch kernels
+    for name, q in quantized_modules(model).items():
+        prefix = f"{name}.weight."
+        qs = bnb_functional.QuantState.from_dict(
+            {k[len(prefix):]: torch.from_numpy(v) for k, v in tensors.items() if k.startswith(prefix)},
+            device=torch.device("cpu"))
+        absmax = bnb_functional.dequantize_blockwise(qs.absmax, qs.state2) + qs.offset if qs.nested else qs.absmax
+        w = torch.ops.bitsandbytes.dequantize_4bit.default.redispatch(
+            keyset, torch.from_numpy(tensors[f"{name}.weight"]), absmax, qs.blocksize, qs.quant_type,
+            list(qs.shape), torch.float32)
+        np.testing.assert_array_equal(w.numpy(), q.dequantize())
