@@ -1,4 +1,4 @@
-"""Command line: ``python -m minilora {figures,pretrain,finetune,info} ...``.
+"""Command line: ``python -m minilora {figures,pretrain,finetune,quant-eval,info} ...``.
 
 ``finetune`` is :func:`minilora.experiments.recipe.finetune` with one :class:`~minilora.experiments.recipe.Recipe`
 for every method (``--method lora|qlora|full|prompt|ptuning|prefix|adapter``).
@@ -88,7 +88,8 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
     return 0
 
 
-#: the command-line options of each method (argparse dest = the config's option name)
+#: the command-line options of each method, by the config's option names (:data:`ARG_OF` maps the few whose
+#: flag is shorter to their argparse dest)
 METHOD_OPTIONS = {
     "full": (),
     "lora": ("r", "lora_alpha", "target_modules", "lora_dropout", "use_rslora", "init_lora_weights"),
@@ -98,11 +99,17 @@ METHOD_OPTIONS = {
     "adapter": ("adapter_config", "reduction_factor", "non_linearity"),
 }
 METHOD_OPTIONS["qlora"] = METHOD_OPTIONS["lora"] + ("quant_type", "blocksize")
+ARG_OF = {"lora_alpha": "alpha", "target_modules": "targets", "lora_dropout": "dropout", "use_rslora": "rslora",
+          "init_lora_weights": "init"}
+
+
+def _arg(args: argparse.Namespace, option: str):
+    return getattr(args, ARG_OF.get(option, option))
 
 
 def _method_options(args: argparse.Namespace) -> dict:
     """The options given for ``args.method`` (None: its default); an option of another method is an error."""
-    options = {k: getattr(args, k) for k in METHOD_OPTIONS[args.method]}
+    options = {k: _arg(args, k) for k in METHOD_OPTIONS[args.method]}
     if args.method in ("lora", "qlora"):
         if options["target_modules"] is None:  # QLoRA puts LoRA on every linear layer; LoRA's usual default: q, v
             options["target_modules"] = ["all-linear"] if args.method == "qlora" else ["q_proj", "v_proj"]
@@ -122,15 +129,23 @@ def _method_options(args: argparse.Namespace) -> dict:
     if args.method == "ptuning" and options["encoder_reparameterization_type"] is not None:
         options["encoder_reparameterization_type"] = options["encoder_reparameterization_type"].upper()
     others = sorted({o for opts in METHOD_OPTIONS.values() for o in opts} - set(METHOD_OPTIONS[args.method]))
-    stray = [o for o in others if getattr(args, o) not in (None, False) and o not in LORA_DEFAULTS]
-    stray += [o for o in others if o in LORA_DEFAULTS and getattr(args, o) != LORA_DEFAULTS[o]]
+    stray = [o for o in others if _arg(args, o) not in (None, False) and o not in LORA_DEFAULTS]
+    stray += [o for o in others if o in LORA_DEFAULTS and _arg(args, o) != LORA_DEFAULTS[o]]
     if stray:
-        flags = ", ".join("--" + o.replace("_", "-") for o in sorted(stray))
+        flags = ", ".join("--" + ARG_OF.get(o, o).replace("_", "-") for o in sorted(stray))
         raise ValueError(f"{flags} do not apply to --method {args.method}")
     return options
 
 
 def _cmd_finetune(args: argparse.Namespace) -> int:
+    if args.base is not None:  # a Hugging Face GPT-2 checkpoint and a text file
+        from minilora.experiments.gpt2 import METHODS, run_finetune
+
+        if args.method not in METHODS:
+            print(f"error: --base fine-tunes with --method {' | '.join(METHODS)}, got {args.method!r}",
+                  file=sys.stderr)
+            return 2
+        return run_finetune(args)
     from pathlib import Path
 
     import minilora
@@ -196,6 +211,12 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_quant_eval(args: argparse.Namespace) -> int:
+    from minilora.experiments.gpt2 import run_quant_eval
+
+    return run_quant_eval(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m minilora", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -223,14 +244,14 @@ def build_parser() -> argparse.ArgumentParser:
                                         "adapter (bottleneck adapters)")
     g = p.add_argument_group("lora / qlora")
     g.add_argument("--r", dest="r", type=int, default=LORA_DEFAULTS["r"], help="LoRA rank (default 8)")
-    g.add_argument("--alpha", dest="lora_alpha", type=float, default=LORA_DEFAULTS["lora_alpha"],
+    g.add_argument("--alpha", type=float, default=LORA_DEFAULTS["lora_alpha"],
                    help="lora_alpha (default 16)")
-    g.add_argument("--targets", dest="target_modules", nargs="+", default=None, metavar="NAME",
+    g.add_argument("--targets", nargs="+", default=None, metavar="NAME",
                    help="module names, a regex, or all-linear (default: q_proj v_proj; all-linear for qlora)")
-    g.add_argument("--dropout", dest="lora_dropout", type=float, default=LORA_DEFAULTS["lora_dropout"],
+    g.add_argument("--dropout", type=float, default=LORA_DEFAULTS["lora_dropout"],
                    help="lora_dropout (default 0)")
-    g.add_argument("--rslora", dest="use_rslora", action="store_true", help="scale by alpha/sqrt(r) (rsLoRA)")
-    g.add_argument("--init", dest="init_lora_weights", default=LORA_DEFAULTS["init_lora_weights"],
+    g.add_argument("--rslora", action="store_true", help="scale by alpha/sqrt(r) (rsLoRA)")
+    g.add_argument("--init", default=LORA_DEFAULTS["init_lora_weights"],
                    choices=("default", "false", "gaussian", "pissa", "olora", "zero_A", "zeros", "random"),
                    help="init_lora_weights (default: PEFT's, A Kaiming-uniform and B = 0; false: PEFT's False, "
                         "both Kaiming-uniform)")
@@ -265,8 +286,22 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=0)
     p.add_argument("--save", metavar="DIR", default=None,
                    help="write the adapter to DIR (PEFT's layout for lora, qlora, prompt, ptuning, prefix); full: "
-                        "write DIR/model.npz (GPT.save)")
+                        "write DIR/model.npz (GPT.save); with --base: the adapter for GPT2LMHeadModel, or the whole "
+                        "checkpoint (full)")
+    p.add_argument("--base", metavar="DIR", default=None,
+                   help="a Hugging Face GPT-2 checkpoint directory to fine-tune instead of the shipped base GPT")
+    p.add_argument("--text", metavar="FILE", default=None, help="with --base: the UTF-8 text to train on")
+    p.add_argument("--block-size", type=int, default=None, metavar="N",
+                   help="with --base: tokens per training block (default min(128, n_positions))")
     p.set_defaults(func=_cmd_finetune)
+
+    p = sub.add_parser("quant-eval", help="QLoRA's Table 2 on a GPT-2 checkpoint: held-out perplexity per format")
+    p.add_argument("--base", metavar="DIR", required=True, help="a Hugging Face GPT-2 checkpoint directory")
+    p.add_argument("--text", metavar="FILE", required=True, help="UTF-8 text; its last 10%% of blocks is scored")
+    p.add_argument("--blocksize", type=int, default=64, help="block size of the 4-bit formats (default 64)")
+    p.add_argument("--block-size", type=int, default=None, metavar="N",
+                   help="tokens per evaluation block (default min(128, n_positions))")
+    p.set_defaults(func=_cmd_quant_eval)
 
     p = sub.add_parser("info", help="print versions and the array backend")
     p.set_defaults(func=_cmd_info)

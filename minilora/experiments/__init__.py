@@ -7,7 +7,10 @@
 * :mod:`~minilora.experiments.qlora` — chapter 10: QLoRA against LoRA and full fine-tuning, memory, paging;
 * :mod:`~minilora.experiments.methods` — prompt tuning, p-tuning, prefix tuning / p-tuning v2 and adapters on
   the shipped base GPT (chapters 11–13);
-* :mod:`~minilora.experiments.compare` — chapter 14: every PEFT method on one task, side by side.
+* :mod:`~minilora.experiments.compare` — chapter 14: every PEFT method on one task, side by side;
+* :mod:`~minilora.experiments.gpt2` — fine-tuning a real GPT-2 checkpoint on a text file (LoRA, QLoRA, full);
+* :mod:`~minilora.experiments.quant_eval` — QLoRA's Table 2 on any model: held-out perplexity with every
+  linear weight round-tripped through each storage format.
 
 Nothing heavy is imported here: import the chapter module you need.
 """
