@@ -79,3 +79,10 @@ def test_qlora_options_reach_the_4bit_base(capsys):
                  "--batch-size", "2"]) == 0
     out = capsys.readouterr().out
     assert "linear layers in FP4 + double quantization (blocksize 32)" in out
+
+
+def test_a_real_checkpoint_takes_only_the_methods_it_runs(tmp_path, capsys):
+    """--base (a GPT-2 checkpoint and a text) runs lora, qlora and full; another method is refused, not mistaken
+    for LoRA."""
+    assert main(["finetune", "--base", str(tmp_path), "--text", str(tmp_path / "t.txt"), "--method", "prefix"]) == 2
+    assert "--base fine-tunes with --method lora | qlora | full, got 'prefix'" in capsys.readouterr().err
