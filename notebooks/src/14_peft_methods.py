@@ -203,7 +203,9 @@ for k, r in brows.items():
     print(f"{k:8s} {r['trainable']:>6,d} trainable  exact match {bem[k][0]:.3f} ± {bem[k][1]:.3f}  "
           f"steps to loss {C.LOSS_THRESHOLD:g}: {C.threshold_summary(r['steps_to_threshold'])}")
 best = max(bem, key=lambda k: bem[k][0])
-print(f"\nWith about {C.BUDGET:,d} trainable parameters each, {best} does best ({bem[best][0]:.3f}). "
+second = sorted(bem, key=lambda k: -bem[k][0])[1]
+print(f"\nWith about {C.BUDGET:,d} trainable parameters each, {best} does best ({bem[best][0]:.3f}); the next, "
+      f"{second} ({bem[second][0]:.3f}), is {verdict(brows[second]['exact_match'], brows[best]['exact_match'])} it. "
       f"Prompt tuning cannot spend the budget: p + 17 tokens must fit the block of "
       f"{minilora.load_base_model().config.block_size}, so it stops at p = {budget['prompt'][0].num_virtual_tokens} "
       f"({brows['prompt']['trainable']:,d} parameters).")
