@@ -35,7 +35,9 @@ import numpy as np
 from minilora import __version__
 from minilora.nn.gpt import GPT
 from minilora.peft.adapter_io import _safetensors_numpy
-from minilora.peft.adapters import BnConfig, DoubleSeqBnConfig, SeqBnConfig, adapter_blocks, apply
+from minilora.peft.adapters import adapter_blocks, apply
+from minilora.peft.adapters_config import BnConfig, DoubleSeqBnConfig, SeqBnConfig
+from minilora.peft.prompt_io import write_files
 
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter.safetensors"
@@ -78,12 +80,7 @@ def adapters_nbytes(model: GPT) -> int:
 
 def save_adapters(model: GPT, path: str | os.PathLike) -> Path:
     """Write the adapters of ``model`` to the directory ``path`` (created); return ``path``."""
-    files = adapters_files(model)
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    for name, content in files.items():
-        (path / name).write_bytes(content)
-    return path
+    return write_files(path, adapters_files(model))
 
 
 def read_adapters(path: str | os.PathLike) -> tuple[BnConfig, dict, dict[str, np.ndarray]]:

@@ -129,7 +129,17 @@ class PromptEncoder(Module):
 
 
 def apply(model: GPT, config: PromptEncoderConfig, seed: int = 0) -> PromptLearningModel:
-    """P-tune ``model``: freeze it (in place) and return the wrapper that trains only the prompt encoder."""
+    """P-tune ``model``: freeze it (in place) and return the wrapper that trains only the prompt encoder.
+
+    Parameters
+    ----------
+    model : GPT.  config : PromptEncoderConfig.  seed : the encoder's initialization (and LSTM dropout).
+
+    Returns
+    -------
+    PromptLearningModel whose trainable parameters are ``prompt_encoder.embedding.weight`` (p, n_embd) and the
+    head's (``prompt_encoder.mlp_head.*``, ``prompt_encoder.lstm_head.*``).
+    """
     if not isinstance(config, PromptEncoderConfig):
         raise TypeError(f"config must be a PromptEncoderConfig, got {type(config).__name__}")
     config.check_model(model)

@@ -173,7 +173,17 @@ class PrefixTuningModel(PromptLearningModel):
 
 
 def apply(model: GPT, config: PrefixTuningConfig, seed: int = 0) -> PrefixTuningModel:
-    """Prefix-tune ``model``: freeze it (in place) and return the wrapper that trains only the prefix."""
+    """Prefix-tune ``model``: freeze it (in place) and return the wrapper that trains only the prefix.
+
+    Parameters
+    ----------
+    model : GPT.  config : PrefixTuningConfig.  seed : the prefix encoder's initialization.
+
+    Returns
+    -------
+    PrefixTuningModel whose trainable parameters are ``prompt_encoder.embedding.weight`` ((p, n_layer · 2 ·
+    n_embd), or (p, n_embd) with the projection) and, with ``prefix_projection``, ``prompt_encoder.transform.*``.
+    """
     if not isinstance(config, PrefixTuningConfig):
         raise TypeError(f"config must be a PrefixTuningConfig, got {type(config).__name__}")
     config.check_model(model)

@@ -97,13 +97,19 @@ def prompt_adapter_nbytes(model: PromptLearningModel, inference_only: bool = Tru
     return sum(len(b) for name, b in files.items() if not (inference_only and name == ENCODER_NAME))
 
 
-def save_prompt_adapter(model: PromptLearningModel, path: str | os.PathLike) -> Path:
-    """Write ``model``'s prompt adapter to the directory ``path`` (created) in PEFT's layout; return ``path``."""
-    files = prompt_adapter_files(model)
+def write_files(path: str | os.PathLike, files: dict[str, bytes]) -> Path:
+    """Write ``files`` (name -> bytes) into the directory ``path``, created if needed; return it as a Path."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     for name, content in files.items():
         (path / name).write_bytes(content)
+    return path
+
+
+def save_prompt_adapter(model: PromptLearningModel, path: str | os.PathLike) -> Path:
+    """Write ``model``'s prompt adapter to the directory ``path`` (created) in PEFT's layout; return ``path``."""
+    files = prompt_adapter_files(model)
+    path = write_files(path, files)
     if ENCODER_NAME not in files and (path / ENCODER_NAME).exists():  # a stale one would not match this prompt
         (path / ENCODER_NAME).unlink()
     return path
