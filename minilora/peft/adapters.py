@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from minilora import backend
 from minilora.nn.gpt import GPT
 from minilora.nn.module import Module
 from minilora.nn.modules import Block, Linear
@@ -79,13 +80,15 @@ class BottleneckAdapter(Module):
         self.adapter_down = Sequential([Linear(d, m, seed=rng, dtype=dtype), Activation(non_linearity)])
         self.adapter_up = Linear(m, d, seed=rng, dtype=dtype)
         down, up = self.adapter_down[0], self.adapter_up
+        xp = backend.xp()  # drawn on the host (the same numbers on every backend), then moved
         if init_weights == "bert":
-            down.weight[...], up.weight[...] = rng.normal(0, 0.02, (m, d)), rng.normal(0, 0.02, (d, m))
+            down.weight[...] = xp.asarray(rng.normal(0, 0.02, (m, d)), dtype=down.weight.dtype)
+            up.weight[...] = xp.asarray(rng.normal(0, 0.02, (d, m)), dtype=up.weight.dtype)
         elif init_weights == "mam_adapter":  # down keeps nn.Linear's Kaiming-uniform; up starts at zero
             up.weight[...] = 0
         elif init_weights == "houlsby":
-            down.weight[...] = _truncated_normal(rng, 0.01, (m, d))
-            up.weight[...] = _truncated_normal(rng, 0.01, (d, m))
+            down.weight[...] = xp.asarray(_truncated_normal(rng, 0.01, (m, d)), dtype=down.weight.dtype)
+            up.weight[...] = xp.asarray(_truncated_normal(rng, 0.01, (d, m)), dtype=up.weight.dtype)
         else:
             raise ValueError(f"init_weights must be one of {INIT_WEIGHTS}, got {init_weights!r}")
         down.bias[...], up.bias[...] = 0, 0

@@ -37,6 +37,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from minilora import backend
 from minilora.nn.gpt import GPT
 from minilora.peft.mapping import register_peft_method
 from minilora.peft.prompt_learning import PromptLearningConfig, PromptLearningModel, PromptTable
@@ -131,7 +132,7 @@ class PromptEmbedding(PromptTable):
             ids = text_token_ids(config.prompt_tuning_init_text, p, V, tokenizer)
         super().__init__(p, C, seed=rng, dtype=str(word_embeddings.dtype))
         if ids is not None:
-            self.embedding.weight[...] = word_embeddings[np.asarray(ids)]
+            self.embedding.weight[...] = word_embeddings[backend.xp().asarray(ids)]
         self.init_token_ids = None if ids is None else [int(i) for i in ids]
         self.tokenizer_name = config.tokenizer_name_or_path  # the record adapter_config.json keeps
         if config.prompt_tuning_init == "TEXT" and self.tokenizer_name is None:
