@@ -336,6 +336,20 @@ class GPT(Module):
             model.load_state_dict({k: f[k] for k in f.files if not k.startswith("config.")})
         return model
 
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike, dtype: str = "float32") -> GPT:
+        """Load a Hugging Face GPT-2 checkpoint directory (config.json + safetensors); see :mod:`minilora.hf`."""
+        from minilora.hf.gpt2 import from_pretrained  # lazy: the engine does not depend on file formats
+
+        return from_pretrained(path, dtype=dtype)
+
+    def save_pretrained(self, path: str | os.PathLike) -> None:
+        """Write a Hugging Face GPT-2 checkpoint directory that ``GPT2LMHeadModel`` loads (a QLoRA model: its
+        4-bit base + adapter, read back by :meth:`from_pretrained`); see :mod:`minilora.hf`."""
+        from minilora.hf.gpt2 import save_pretrained
+
+        save_pretrained(self, path)
+
     def extra_repr(self) -> str:
         c = self.config
         tied = ", tie_word_embeddings=True" if c.tie_word_embeddings else ""
