@@ -156,12 +156,12 @@ plt.show()
 # %%
 peft_pos, deep, shallow, lora = runs.values()
 print(f"1. with the real tokens at 0..T-1, the deep prompt's (prefix) exact match is {M.compared(deep, shallow)} "
-      f"the shallow one's (prompt) ({deep.mean():.3f} vs {shallow.mean():.3f}), its token accuracy "
-      f"{M.compared(deep, shallow, 'token_acc_after')} it ({deep.mean('token_acc_after'):.3f} vs "
+      f"the shallow one's (prompt) ({deep.mean():.3f} vs {shallow.mean():.3f}), and its token accuracy "
+      f"{M.compared(deep, shallow, 'token_acc_after')} the shallow one's ({deep.mean('token_acc_after'):.3f} vs "
       f"{shallow.mean('token_acc_after'):.3f})")
 print(f"2. with the same 2,048 trained numbers, prefix tuning's exact match is {M.compared(deep, lora)} LoRA's "
       f"with the real tokens at 0..T-1 ({deep.mean():.3f} vs {lora.mean():.3f}), and "
-      f"{M.compared(peft_pos, lora)} it with PEFT's positions ({peft_pos.mean():.3f})")
+      f"{M.compared(peft_pos, lora)} LoRA's with PEFT's positions ({peft_pos.mean():.3f})")
 print(f"3. PEFT's positions against the kept ones: prefix tuning's exact match {peft_pos.mean():.3f} is "
       f"{M.compared(peft_pos, deep)} {deep.mean():.3f}")
 
