@@ -236,6 +236,15 @@ class Runs:
         return f"Runs({self.label!r}, exact match {self.summary()}, trainable {self.trainable:,d})"
 
 
+def runs_table(runs: dict[str, Runs]) -> str:
+    """One line per configuration: trained parameters, exact match (mean ± sd, range), mean token accuracy."""
+    width = max(len(label) for label in runs) + 2
+    lines = [f"{'method':{width}s} {'trained':>8s}  {'exact match (mean ± sd, range)':>40s}  {'token accuracy':>14s}"]
+    lines += [f"{label:{width}s} {r.trainable:8,d}  {r.summary():>40s}  {r.mean('token_acc_after'):14.3f}"
+              for label, r in runs.items()]
+    return "\n".join(lines)
+
+
 def seed_runs(config, seeds=(0, 1, 2), label: str | None = None, keep_models: bool = False, **kw) -> Runs:
     """:func:`finetune` once per seed (keyword arguments go to it); ``keep_models`` keeps the trained models."""
     runs = Runs(label or method_name(config))
@@ -267,4 +276,4 @@ def compared(a: Runs, b: Runs, key: str = "exact_match_after") -> str:
 
 __all__ = ["DEFAULT_LR", "GPT3_175B", "KeptPositionsPrefixModel", "KeptPositionsPromptModel", "Runs", "SHAPES",
            "apply_method", "compared", "finetune", "gradcheck_gpt", "keep_positions", "method_name", "parameter_counts",
-           "seed_runs", "shifted_exact_match", "toy_tokenizer", "verdict"]
+           "runs_table", "seed_runs", "shifted_exact_match", "toy_tokenizer", "verdict"]

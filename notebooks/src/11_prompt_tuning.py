@@ -148,9 +148,7 @@ runs = {
     "p-tuning (MLP, H=64)": M.seed_runs(PromptEncoderConfig(P, encoder_hidden_size=64), keep_models=True, **kw),
     "LoRA r=1 on q, v": M.seed_runs(LoraConfig(r=1, lora_alpha=1), **kw),
 }
-print(f"{'method':38s} {'trained':>8s}  {'exact match (mean ± sd, range)':>40s}  {'token accuracy':>14s}")
-for label, r in runs.items():
-    print(f"{label:38s} {r.trainable:8,d}  {r.summary():>40s}  {r.mean('token_acc_after'):14.3f}")
+print(M.runs_table(runs))
 print(f"\nexact match before training: at most {max(r.values('exact_match_before').max() for r in runs.values()):.3f}"
       " in every run")
 

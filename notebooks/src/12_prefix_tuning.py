@@ -142,9 +142,7 @@ runs = {
     "prompt tuning, real tokens at 0..T-1": M.seed_runs(PromptTuningConfig(P), kept_positions=True, **kw),
     "LoRA r=4 on q, v": M.seed_runs(LoraConfig(r=4, lora_alpha=4), **kw),
 }
-print(f"{'method':38s} {'trained':>8s}  {'exact match (mean ± sd, range)':>40s}  {'token accuracy':>14s}")
-for label, r in runs.items():
-    print(f"{label:38s} {r.trainable:8,d}  {r.summary():>40s}  {r.mean('token_acc_after'):14.3f}")
+print(M.runs_table(runs))
 
 # %%
 fig = plots.runs_plot(runs, "exact_match", "held-out task: exact match (mean over 3 seeds, min–max band)")

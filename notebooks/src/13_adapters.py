@@ -130,9 +130,7 @@ runs = {
     "Pfeiffer (SeqBn)": M.seed_runs(SeqBnConfig(), **kw),
     "LoRA r=4 on q, v": M.seed_runs(LoraConfig(r=4, lora_alpha=4), **kw),
 }
-print(f"{'method':24s} {'trained':>8s}  {'exact match (mean ± sd, range)':>40s}  {'token accuracy':>14s}")
-for label, r in runs.items():
-    print(f"{label:24s} {r.trainable:8,d}  {r.summary():>40s}  {r.mean('token_acc_after'):14.3f}")
+print(M.runs_table(runs))
 houlsby, pfeiffer, lora = runs.values()
 print(f"\nHoulsby's exact match is {M.compared(houlsby, pfeiffer)} Pfeiffer's, with "
       f"{houlsby.trainable / pfeiffer.trainable:.0f}x the parameters, and {M.compared(houlsby, lora)} LoRA r = 4's "

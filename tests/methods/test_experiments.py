@@ -93,6 +93,11 @@ def test_runs_summary_and_verdicts():
     assert (M.compared(a, b), M.compared(b, a), M.compared(a, c)) == ("higher than", "lower than",
                                                                       "not distinguishable from")
     assert "trainable 5" in repr(a)
+    for r in (a, b):
+        for rep in r.reports:
+            rep["token_acc_after"] = 0.5
+    table = M.runs_table({"a": a, "longer label": b}).splitlines()
+    assert len(table) == 3 and table[1].startswith("a ") and "0.600 ± 0.100" in table[1] and table[2].endswith("0.500")
 
 
 def test_finetune_report_and_method_names():
