@@ -48,7 +48,6 @@ from minilora.nn.module import Module
 from minilora.nn.modules import Block, Linear
 from minilora.peft.adapters_config import INIT_WEIGHTS, BnConfig, DoubleSeqBnConfig, SeqBnConfig
 from minilora.peft.layers import Activation, Sequential
-from minilora.peft.mapping import register_peft_method
 
 
 def _truncated_normal(rng: np.random.Generator, std: float, shape: tuple[int, ...]) -> np.ndarray:
@@ -228,8 +227,6 @@ def adapter_parameter_count(hidden_size: int, n_layer: int, reduction_factor: fl
     m = int(d // reduction_factor)
     return adapters_per_block * n_layer * (2 * m * d + d + m)
 
-
-register_peft_method(BnConfig, apply)  # get_peft_model(model, BnConfig(...)) applies this method
 
 __all__ = ["BlockWithAdapters", "BnConfig", "BottleneckAdapter", "DoubleSeqBnConfig", "INIT_WEIGHTS", "SeqBnConfig",
            "adapter_blocks", "adapter_parameter_count", "apply", "unload_adapters"]

@@ -33,7 +33,6 @@ from minilora.nn.module import Module
 from minilora.nn.modules import Embedding, Linear
 from minilora.peft.layers import Activation, Sequential
 from minilora.peft.lstm import LSTM
-from minilora.peft.mapping import register_peft_method
 from minilora.peft.prompt_learning import PromptLearningConfig, PromptLearningModel, check_positive_int
 
 ENCODER_TYPES = ("MLP", "LSTM")
@@ -167,7 +166,5 @@ def p_tuning_parameter_count(num_virtual_tokens: int, n_embd: int, encoder_hidde
     lstm = sum(2 * 4 * H * ((C if layer == 0 else 2 * H) + H + 2) for layer in range(encoder_num_layers))
     return p * C + lstm + (2 * H * 2 * H + 2 * H) + (2 * H * C + C)
 
-
-register_peft_method(PromptEncoderConfig, apply)  # get_peft_model(model, PromptEncoderConfig(...)) applies this method
 
 __all__ = ["ENCODER_TYPES", "PromptEncoder", "PromptEncoderConfig", "apply", "p_tuning_parameter_count"]

@@ -43,7 +43,6 @@ from minilora.nn.gpt import GPT
 from minilora.nn.module import Module
 from minilora.nn.modules import Embedding, Linear
 from minilora.peft.layers import Activation, Sequential
-from minilora.peft.mapping import register_peft_method
 from minilora.peft.prompt_learning import PromptLearningConfig, PromptLearningModel, check_positive_int
 
 
@@ -207,8 +206,6 @@ def prefix_tuning_parameter_count(num_virtual_tokens: int, n_layer: int, n_embd:
     H = encoder_hidden_size
     return p * C + (C * H + H) + (H * 2 * L * C + 2 * L * C)
 
-
-register_peft_method(PrefixTuningConfig, apply)  # get_peft_model(model, PrefixTuningConfig(...)) applies this method
 
 __all__ = ["PrefixEncoder", "PrefixTuningConfig", "PrefixTuningModel", "apply", "past_key_values_to_prefix",
            "prefix_to_past_key_values", "prefix_tuning_parameter_count"]

@@ -39,7 +39,6 @@ import numpy as np
 
 from minilora import backend
 from minilora.nn.gpt import GPT
-from minilora.peft.mapping import register_peft_method
 from minilora.peft.prompt_learning import PromptLearningConfig, PromptLearningModel, PromptTable
 
 INIT_CHOICES = ("RANDOM", "SAMPLE_VOCAB", "TEXT")
@@ -174,8 +173,6 @@ def prompt_tuning_parameter_count(num_virtual_tokens: int, n_embd: int) -> int:
     """
     return num_virtual_tokens * n_embd
 
-
-register_peft_method(PromptTuningConfig, apply)  # get_peft_model(model, PromptTuningConfig(...)) applies this method
 
 __all__ = ["INIT_CHOICES", "PromptEmbedding", "PromptTuningConfig", "apply", "prompt_tuning_parameter_count",
            "text_token_ids"]
