@@ -34,7 +34,7 @@ import numpy as np
 from minilora import backend
 from minilora.nn import functional as F
 from minilora.nn.module import Module, ModuleList
-from minilora.nn.modules import Block, Dropout, Embedding, LayerNorm, Linear
+from minilora.nn.modules import Block, Dropout, Embedding, LayerNorm, Linear, fill_random
 
 DTYPES = ("float32", "float64")
 
@@ -101,13 +101,12 @@ class GPT(Module):
             self.lm_head = Linear(c.n_embd, c.vocab_size, bias=False, seed=rng, dtype=c.dtype)
         # GPT-2 initialisation, drawn in parameter order from the same generator
         resid_std = 0.02 / math.sqrt(2 * c.n_layer)
-        xp = backend.xp()
         for name, p in self.params.items():
             if name.endswith("bias") and "ln" not in name:
                 p[...] = 0
             elif name.endswith("weight") and "ln" not in name:
                 std = resid_std if name.endswith(("o_proj.weight", "down_proj.weight")) else 0.02
-                p[...] = xp.asarray(rng.normal(0.0, std, p.shape), dtype=p.dtype)  # drawn on the host
+                fill_random(p, lambda n, std=std: rng.normal(0.0, std, n))  # drawn on the host
         self.loss_cache = None
         self.input_grads: dict = {}
 

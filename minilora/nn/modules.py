@@ -31,6 +31,30 @@ def _rng(seed: Seed) -> np.random.Generator:
     return seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
 
 
+#: elements drawn at a time when a parameter is filled with random values (see :func:`fill_random`)
+DRAW_CHUNK = 4096
+
+
+def fill_random(out, draw) -> None:
+    """Fill the backend array ``out`` in place with ``draw(n)`` values (a host ``Generator`` method).
+
+    The values are drawn ``DRAW_CHUNK`` at a time in C order, which gives exactly the numbers of one draw of
+    the whole shape (a Generator's stream is sequential), while the float64 host temporary stays small: a model
+    built only to be overwritten by a checkpoint then holds at most one extra copy of its weights.
+    """
+    xp, flat = backend.xp(), out.reshape(-1)  # a view: out is contiguous
+    for start in range(0, flat.size, DRAW_CHUNK):
+        n = min(DRAW_CHUNK, flat.size - start)
+        flat[start:start + n] = xp.asarray(draw(n), dtype=out.dtype)
+
+
+def random_array(shape: tuple[int, ...], dtype, draw):
+    """A new backend array of ``shape`` and ``dtype`` filled by :func:`fill_random`."""
+    out = backend.xp().empty(shape, dtype=dtype)
+    fill_random(out, draw)
+    return out
+
+
 def _check_dim(name: str, x: np.ndarray, size: int) -> None:
     if x.ndim < 1 or x.shape[-1] != size:
         raise ValueError(f"{name} must have last dimension {size}, got shape {tuple(x.shape)}")
@@ -53,10 +77,11 @@ class Linear(Module):
         if in_features < 1 or out_features < 1:
             raise ValueError(f"in_features and out_features must be >= 1, got {in_features}, {out_features}")
         self.in_features, self.out_features = int(in_features), int(out_features)
-        xp, rng, bound = backend.xp(), _rng(seed), 1.0 / math.sqrt(in_features)
-        self.add_param("weight", xp.asarray(rng.uniform(-bound, bound, (out_features, in_features)), dtype=dtype))
+        rng, bound = _rng(seed), 1.0 / math.sqrt(in_features)
+        uniform = lambda n: rng.uniform(-bound, bound, n)  # U(-1/sqrt(in), 1/sqrt(in)), drawn on the host
+        self.add_param("weight", random_array((out_features, in_features), dtype, uniform))
         if bias:
-            self.add_param("bias", xp.asarray(rng.uniform(-bound, bound, out_features), dtype=dtype))
+            self.add_param("bias", random_array((out_features,), dtype, uniform))
 
     @property
     def weight(self) -> np.ndarray:
@@ -92,8 +117,8 @@ class Embedding(Module):
     def __init__(self, num_embeddings: int, embedding_dim: int, seed: Seed = None, dtype: str = "float32"):
         super().__init__()
         self.num_embeddings, self.embedding_dim = int(num_embeddings), int(embedding_dim)
-        table = _rng(seed).standard_normal((num_embeddings, embedding_dim))
-        self.add_param("weight", backend.xp().asarray(table, dtype=dtype))
+        rng = _rng(seed)
+        self.add_param("weight", random_array((num_embeddings, embedding_dim), dtype, rng.standard_normal))
 
     @property
     def weight(self) -> np.ndarray:
