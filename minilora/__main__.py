@@ -91,12 +91,11 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
 
 
 def _cmd_finetune(args: argparse.Namespace) -> int:
-    import tempfile
     from pathlib import Path
 
     import minilora
     from minilora.lora_experiments import finetune_gpt
-    from minilora.peft import LoraConfig, print_trainable_parameters, save_adapter
+    from minilora.peft import LoraConfig, adapter_nbytes, print_trainable_parameters, save_adapter
 
     try:
         if args.targets is None:  # QLoRA puts LoRA on every linear layer; LoRA's usual default is q and v
@@ -104,9 +103,11 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
         one = len(args.targets) == 1 and args.targets[0] == "all-linear"
         targets = "all-linear" if one else tuple(args.targets)
         alpha = int(args.alpha) if float(args.alpha).is_integer() else args.alpha  # PEFT writes an int
+        init = {"default": True, "false": False}.get(args.init, args.init)
         config = LoraConfig(r=args.r, lora_alpha=alpha, lora_dropout=args.dropout, target_modules=targets,
-                            init_lora_weights=args.init if args.init != "default" else True,
-                            use_rslora=args.rslora)
+                            init_lora_weights=init, use_rslora=args.rslora)
+        if args.save is not None and Path(args.save).is_file():
+            raise ValueError(f"--save must be a directory, got the file {args.save!r}")
         base = minilora.load_base_model()
         if args.method == "qlora":
             from minilora.qlora_experiments import finetune_qlora, memory_table
@@ -123,24 +124,21 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
     lora_desc = f" (r={config.r}, lora_alpha={config.lora_alpha}, targets={config.target_modules})"
     print(f"method: {args.method}" + (lora_desc
                                       if args.method in ("lora", "qlora") else " (every parameter)"))
-    print_trainable_parameters(model)
-    if args.method == "lora":
+    print_trainable_parameters(model)  # PEFT's count: a 4-bit weight by its elements
+    if args.method in ("lora", "qlora"):  # a QLoRA adapter is a LoRA adapter file (the base is re-quantized)
         if args.save:
             path = save_adapter(model, args.save)
+            size = sum(f.stat().st_size for f in Path(path).iterdir())
+            print(f"adapter: {size:,d} bytes on disk ({path})")
         else:
-            path = save_adapter(model, Path(tempfile.mkdtemp(prefix="minilora-adapter-")))
-        size = sum(f.stat().st_size for f in Path(path).iterdir())
-        print(f"adapter: {size:,d} bytes on disk ({path})")
-    elif args.method == "qlora":
+            print(f"adapter: {adapter_nbytes(model):,d} bytes (not written; --save DIR writes it)")
+    if args.method == "qlora":
         from minilora.peft.memory import format_table
         from minilora.peft.qlora import quantized_modules
 
         qs = list(quantized_modules(model).values())
         n4 = sum(q.quant_state.numel for q in qs)
         bits = 8 * sum(q.packed.nbytes + q.quant_state.stats_nbytes for q in qs) / n4
-        total = table["qlora"].total_params
-        print(f"all params counting the {n4:,d} 4-bit ones: {total:,d} || trainable%: "
-              f"{100 * report['trainable'] / total:.4f}")
         print(f"base: {len(qs)} linear layers in NF4 + double quantization (blocksize {qs[0].blocksize}), "
               f"{bits:.3f} bits per parameter measured (4.127 for tensors of a multiple of 16384), BF16 compute")
         print(f"memory after one AdamW step, batch {args.batch_size} (bytes of the real arrays):")
@@ -150,9 +148,16 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
         print("the same formulas on LLaMA-65B (16-bit weights, 32-bit Adam; QLoRA r=64 all-linear, batch 1 x 512, "
               "checkpointing); QLoRA paper: > 780 GB full vs < 48 GB QLoRA:")
         print(format_table(paper_comparison("65B")))
-    else:
+    elif args.method == "full":
         size = sum(v.nbytes for v in model.params.values())
         print(f"fine-tuned copy: {size:,d} bytes of float32 weights (the whole model)")
+        if args.save:
+            path = Path(args.save)
+            path.mkdir(parents=True, exist_ok=True)
+            file = path / "model.npz"
+            model.save(file)  # GPT.save: config + state_dict, no pickle
+            print(f"model: {file.stat().st_size:,d} bytes on disk ({file}; minilora.load_base_model({str(file)!r}) "
+                  "reads it)")
     print(f"held-out task exact match: {report['exact_match_before']:.3f} before -> "
           f"{report['exact_match_after']:.3f} after  (token accuracy {report['token_acc_before']:.3f} -> "
           f"{report['token_acc_after']:.3f})")
@@ -189,13 +194,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dropout", type=float, default=0.0, help="lora_dropout (default 0)")
     p.add_argument("--rslora", action="store_true", help="scale by alpha/sqrt(r) (rsLoRA)")
     p.add_argument("--init", default="default",
-                   choices=("default", "gaussian", "pissa", "zero_A", "zeros", "random"),
-                   help="init_lora_weights (default: PEFT's, A Kaiming-uniform and B = 0)")
+                   choices=("default", "false", "gaussian", "pissa", "olora", "zero_A", "zeros", "random"),
+                   help="init_lora_weights (default: PEFT's, A Kaiming-uniform and B = 0; false: PEFT's False, "
+                        "both Kaiming-uniform)")
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--lr", type=float, default=None, help="AdamW lr (default 1e-2 LoRA, 1e-3 full)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--save", metavar="DIR", default=None, help="write the adapter (PEFT format) to DIR")
+    p.add_argument("--save", metavar="DIR", default=None,
+                   help="lora/qlora: write the adapter (PEFT format) to DIR; full: write DIR/model.npz (GPT.save)")
     p.set_defaults(func=_cmd_finetune)
 
     p = sub.add_parser("info", help="print versions and the array backend")

@@ -19,7 +19,7 @@ import numpy as np
 from minilora.data import LowRankTeacher
 from minilora.nn.mlp import MLPRegressor
 from minilora.optim import SGD, Adam
-from minilora.peft import LoraConfig, inject_lora
+from minilora.peft import LoraConfig, count_parameters, inject_lora
 from minilora.train import History, evaluate, train
 
 #: the four initializations of the blog's argument, with the words the notebook uses
@@ -212,7 +212,8 @@ def finetune_gpt(
 
     Returns
     -------
-    ``(model, history, report)``; ``report`` has ``trainable``, ``total``, ``exact_match_before``,
+    ``(model, history, report)``; ``report`` has ``trainable``, ``total`` (PEFT's counts,
+    :func:`~minilora.peft.mapping.count_parameters`: 4-bit weights by their elements), ``exact_match_before``,
     ``exact_match_after``, ``token_acc_before``, ``token_acc_after``, ``loss_before``, ``loss_after``
     (held-out cross-entropy) and, with ``pretrained``, ``pretrained_before`` / ``pretrained_after``.
     """
@@ -259,9 +260,10 @@ def finetune_gpt(
         hist.eval_step.insert(0, 0)
         hist.eval_loss.insert(0, start[0])
         hist.eval_metrics.insert(0, start[1])
+    trainable, total = count_parameters(model)  # a 4-bit weight counts by its elements, as PEFT counts it
     report.update(
-        trainable=model.num_params(trainable_only=True),
-        total=model.num_params(),
+        trainable=trainable,
+        total=total,
         exact_match_before=before["exact_match"],
         exact_match_after=after["exact_match"],
         token_acc_before=before["token_acc"],

@@ -9,7 +9,8 @@
 * :func:`paging_demo` — QLoRA training with a paged AdamW under a device budget that a long-sequence batch
   overflows, against the unpaged optimizer.
 
-(``finetune_gpt`` accepts only ``"lora"`` and ``"full"``; :func:`finetune_qlora` repeats its recipe for QLoRA.)
+The reports count parameters as PEFT does (:func:`minilora.peft.mapping.count_parameters`: a 4-bit weight by
+its elements), so LoRA and QLoRA with the same adapter report the same ``total`` and ``trainable``.
 """
 
 from __future__ import annotations

@@ -45,7 +45,7 @@ from minilora.nn import functional as F
 from minilora.nn.module import Module
 from minilora.nn.modules import Linear
 from minilora.peft.config import LoraConfig
-from minilora.peft.inject import find_targets, lora_modules
+from minilora.peft.inject import finish_injection, plan_injection
 from minilora.peft.lora import LoRALinear
 from minilora.quant import dequantize_4bit, quantize_4bit
 from minilora.quant.state import check_blocksize, check_choice
@@ -145,7 +145,8 @@ class Linear4bit(Module):
     """A frozen Linear whose weight is stored in 4 bits (bitsandbytes' ``Linear4bit``): no trainable params.
 
     ``forward``: ``y = to_compute(x) @ W_cᵀ + b`` with ``W_c = qweight.compute_weight()``; ``backward``:
-    dequantizes again and returns ``dx = dout @ W_c``. ``params`` holds only the (frozen) ``bias``.
+    dequantizes again and returns ``dx = dout @ W_c``. ``params`` holds only the (frozen) ``bias``; the 4-bit
+    weight is counted by :meth:`num_extra_params` (its elements, as PEFT counts a bitsandbytes ``Params4bit``).
     """
 
     def __init__(self, base: Linear | QuantizedWeight, bias: np.ndarray | None = None, **quant: Any) -> None:
@@ -165,6 +166,11 @@ class Linear4bit(Module):
     def weight(self) -> np.ndarray:
         """The dequantized weight (float32, a new array each call)."""
         return self.qweight.dequantize()
+
+    def num_extra_params(self) -> int:
+        """Elements of the 4-bit weight, which is stored outside ``params`` (the parameter-count hook of
+        :func:`minilora.peft.mapping.count_parameters`)."""
+        return int(self.qweight.quant_state.numel)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """x (..., in) → y (..., out), computed in the compute format with float32 accumulation."""
@@ -201,9 +207,10 @@ class QLoRALinear(LoRALinear):
     Attributes
     ----------
     params / grads : dict
-        ``bias`` (frozen), ``lora_A.weight`` (r, in), ``lora_B.weight`` (out, r); no ``weight``.
+        ``bias`` (frozen), ``lora_A.weight`` (r, in), ``lora_B.weight`` (out, r); no ``weight`` (counted by
+        :meth:`num_extra_params`).
     qweight : QuantizedWeight
-        The stored base.
+        The stored base; :attr:`base_layer` is a :class:`Linear4bit` holding it.
     """
 
     def __init__(self, base: Linear, r: int = 8, lora_alpha: float = 8, lora_dropout: float = 0.0,
@@ -224,6 +231,19 @@ class QLoRALinear(LoRALinear):
     def weight(self) -> np.ndarray:
         """The dequantized base weight (float32, a new array); holds W0 + s·BA (requantized) while merged."""
         return self.qweight.dequantize()
+
+    def num_extra_params(self) -> int:
+        """Elements of the 4-bit base weight (see :meth:`Linear4bit.num_extra_params`)."""
+        return int(self.qweight.quant_state.numel)
+
+    @property
+    def base_layer(self) -> Linear4bit:
+        """The frozen 4-bit base as a :class:`Linear4bit` sharing this layer's ``qweight`` and ``bias``."""
+        cached = self.__dict__.get("_base4")
+        if cached is None or cached.qweight is not self.qweight:
+            cached = Linear4bit(self.qweight, self._params.get("bias"))
+            object.__setattr__(self, "_base4", cached)  # not a child: its bias is ours
+        return cached
 
     @contextmanager
     def _lent_weight(self):
@@ -267,6 +287,8 @@ class QLoRALinear(LoRALinear):
         if self.merged:
             warnings.warn("QLoRALinear is already merged; merge() did nothing", stacklevel=2)
             return
+        if self.disable_adapters:
+            raise ValueError("QLoRALinear's adapter is disabled; enable_adapters(True) before merge()")
         warnings.warn(MERGE_WARNING, UserWarning, stacklevel=2)
         self._requantize(self.qweight.dequantize() + self.delta_weight().astype(np.float32))
         self.merged = True
@@ -279,10 +301,20 @@ class QLoRALinear(LoRALinear):
         self._requantize(self.qweight.dequantize() - self.delta_weight().astype(np.float32))
         self.merged = False
 
-    def unwrap(self) -> Linear4bit:
-        """Merge and return a :class:`Linear4bit` holding the merged 4-bit weight (PEFT keeps a 4-bit layer)."""
-        if not self.merged:
+    def unwrap(self, merge: bool = True) -> Linear4bit:
+        """A :class:`Linear4bit` holding the merged 4-bit weight (PEFT keeps a 4-bit layer), or with
+        ``merge=False`` the base as it was before LoRA: unmerged (requantized) and, for PiSSA/OLoRA, with
+        ``s·B0A0`` added back and quantized again (warns: quant(W_res + s·B0A0) is not quant(W0))."""
+        if merge and not self.merged:
             self.merge()
+        if not merge:
+            if self.merged:
+                self.unmerge()
+            if self.residual_init is not None:
+                warnings.warn("unload of a 4-bit PiSSA/OLoRA layer: the residual plus s*B0A0 is quantized again, "
+                              "which is not the 4-bit weight of the original layer", UserWarning, stacklevel=2)
+                A0, B0 = self.residual_init
+                self._requantize(self.qweight.dequantize() + (B0 @ A0).astype(np.float32) * self.scaling)
         return Linear4bit(self.qweight, self._params.get("bias"))
 
     def extra_repr(self) -> str:
@@ -331,8 +363,9 @@ def prepare_qlora(model: Module, config: LoraConfig | None = None, blocksize: in
     """Quantize the model's Linears to 4 bits and put LoRA on the targets (QLoRA), in place; return ``model``.
 
     Every Linear whose name matches ``config.target_modules`` becomes a :class:`QLoRALinear`; every other
-    Linear except ``skip_modules`` (transformers keeps ``lm_head`` in 16 bits) becomes a frozen
-    :class:`Linear4bit`; all remaining parameters are frozen. The LoRA matrices are drawn exactly as
+    Linear except ``skip_modules`` (transformers keeps ``lm_head`` in 16 bits) and ``config.modules_to_save``
+    (trained in full, so kept in float) becomes a frozen :class:`Linear4bit`; all remaining parameters are
+    frozen. The LoRA matrices are drawn exactly as
     :func:`~minilora.peft.inject.inject_lora` draws them for the same ``config`` and ``seed``, so a LoRA and a
     QLoRA model start from the same adapter.
 
@@ -347,17 +380,13 @@ def prepare_qlora(model: Module, config: LoraConfig | None = None, blocksize: in
     check_compute_format(compute_format)
     check_blocksize(blocksize)
     check_choice(quant_type, ("nf4", "fp4"), "quant_type")
-    if lora_modules(model):
-        raise ValueError(f"model already has LoRA layers {list(lora_modules(model))}")
-    targets = find_targets(model, config)
-    for name in targets:
-        out_f, in_f = model.get_submodule(name).params["weight"].shape
-        if config.r > min(in_f, out_f):
-            raise ValueError(f"r={config.r} exceeds min(in, out) = {min(in_f, out_f)} of {name} ({out_f}, {in_f})")
+    targets, saved = plan_injection(model, config)
     quant = dict(blocksize=blocksize, quant_type=quant_type, compress_statistics=compress_statistics,
                  compute_format=compute_format)
+    kept = tuple(name + "." for name in saved)  # modules_to_save train in full: they stay float
     others = [name for name, m in model.named_modules() if isinstance(m, Linear) and name
-              and name not in targets and name.split(".")[-1] not in skip_modules]
+              and name not in targets and name not in saved and not name.startswith(kept)
+              and name.split(".")[-1] not in skip_modules]
     model.freeze()
     streams = np.random.SeedSequence(seed).spawn(len(targets))  # as inject_lora: same seed, same adapters
     for name, ss in zip(targets, streams):
@@ -367,7 +396,7 @@ def prepare_qlora(model: Module, config: LoraConfig | None = None, blocksize: in
         model.set_submodule(name, layer)
     for name in others:
         model.set_submodule(name, Linear4bit(model.get_submodule(name), **quant))
-    model.lora_config = config
+    finish_injection(model, config, saved)
     return model
 
 

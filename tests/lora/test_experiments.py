@@ -70,12 +70,32 @@ def test_finetune_gpt_full_and_bad_method():
         E.finetune_gpt(minilora.load_base_model(), "bogus")
 
 
-def test_gpt_runs_averages_over_seeds():
-    runs = E.gpt_runs({"lora": LoraConfig(r=2, lora_alpha=4), "full": None}, seeds=(0, 1), steps=2, batch_size=4)
+def test_gpt_runs_aggregates_independent_seeded_runs():
+    """Each per-seed report is the run finetune_gpt makes alone with that seed; the aggregate of one seed is
+    that run's value, and of two seeds lies between the two."""
+    configs = {"lora": LoraConfig(r=2, lora_alpha=4), "full": None}
+    kw = dict(steps=2, batch_size=4)
+    runs = E.gpt_runs(configs, seeds=(0, 1), **kw)
     assert set(runs) == {"lora", "full"}
     for run in runs.values():
         assert len(run["reports"]) == len(run["histories"]) == 2
-        assert run["loss"] == pytest.approx(np.mean([r["loss_after"] for r in run["reports"]]))
-        assert run["exact_match"] == pytest.approx(np.mean([r["exact_match_after"] for r in run["reports"]]))
+        for key, per_seed in (("loss", "loss_after"), ("exact_match", "exact_match_after")):
+            values = [rep[per_seed] for rep in run["reports"]]
+            assert min(values) <= run[key] <= max(values)
+    alone = E.finetune_gpt(minilora.load_base_model(), "lora", configs["lora"], seed=0, **kw)[2]
+    assert runs["lora"]["reports"][0] == alone
+    one = E.gpt_runs({"lora": configs["lora"]}, seeds=(1,), **kw)["lora"]
+    assert one["reports"] == runs["lora"]["reports"][1:]  # seed 1 alone = seed 1 after seed 0
+    rep1 = one["reports"][0]
+    assert (one["loss"], one["exact_match"]) == (rep1["loss_after"], rep1["exact_match_after"])
     assert runs["lora"]["trainable"] == 2 * 2 * 2 * 128
     assert runs["lora"]["reports"][0]["loss_after"] != runs["lora"]["reports"][1]["loss_after"]  # seeds differ
+
+
+def test_finetune_gpt_qlora_reports_peft_counts():
+    """The QLoRA report's total counted only the float parameters (4-bit weights missing)."""
+    config = LoraConfig(r=4, lora_alpha=8, target_modules="all-linear")
+    rep_l = E.finetune_gpt(minilora.load_base_model(), "lora", config, steps=0)[2]
+    rep_q = E.finetune_gpt(minilora.load_base_model(), "qlora", config, steps=0)[2]
+    assert (rep_q["trainable"], rep_q["total"]) == (rep_l["trainable"], rep_l["total"])
+    assert rep_q["total"] == minilora.load_base_model().num_params() + rep_q["trainable"]

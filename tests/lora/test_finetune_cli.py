@@ -71,3 +71,44 @@ def test_finetune_bad_arguments(capsys):
     assert "matches no Linear" in capsys.readouterr().err
     assert main(["finetune", "--r", "65", "--steps", "1"]) == 2
     assert "r=65 exceeds min(in, out) = 64" in capsys.readouterr().err
+
+
+def test_finetune_lora_without_save_leaves_no_directory(tmp_path, monkeypatch, capsys):
+    """The adapter size was measured by saving into tempfile.mkdtemp(), left behind on every run."""
+    import tempfile
+
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    assert main(["finetune", "--steps", "1"]) == 0
+    out = capsys.readouterr().out
+    assert list(scratch.iterdir()) == []
+    assert "adapter: " in out and "bytes (not written; --save DIR writes it)" in out
+    # the size printed is what --save writes
+    assert main(["finetune", "--steps", "1", "--save", str(tmp_path / "a")]) == 0
+    saved = _lines(capsys.readouterr().out)["adapter"]
+    size = sum(f.stat().st_size for f in (tmp_path / "a").iterdir())
+    assert f"adapter: {size:,d} bytes" in saved and f"adapter: {size:,d} bytes" in out
+
+
+def test_finetune_full_save_writes_the_model(tmp_path, capsys):
+    """--method full --save DIR was ignored silently; it writes DIR/model.npz (GPT.save)."""
+    assert main(["finetune", "--method", "full", "--steps", "2", "--save", str(tmp_path)]) == 0
+    line = _lines(capsys.readouterr().out)["held-out task exact match"]
+    after = float(line.split("(token accuracy ")[1].rstrip(")").split(" -> ")[1])
+    model = minilora.load_base_model(tmp_path / "model.npz")
+    assert accuracy(model, *heldout_eval_batch())["token_acc"] == pytest.approx(after, abs=5e-4)
+    shipped = minilora.load_base_model()
+    assert any(not np.array_equal(model.params[k], v) for k, v in shipped.params.items())  # it trained
+
+
+def test_finetune_save_onto_a_file_is_refused(tmp_path, capsys):
+    target = tmp_path / "file"
+    target.write_text("")
+    assert main(["finetune", "--steps", "1", "--save", str(target)]) == 2
+    assert "--save must be a directory" in capsys.readouterr().err
+
+
+def test_finetune_init_false(tmp_path, capsys):
+    assert main(["finetune", "--steps", "1", "--init", "false", "--save", str(tmp_path)]) == 0
+    assert json.loads((tmp_path / "adapter_config.json").read_text())["init_lora_weights"] is False

@@ -141,23 +141,25 @@ def test_initializations(init):
     a_zero, b_zero = not A.any(), not B.any()
     expected = {
         True: (False, True),
+        False: (False, False),
         "gaussian": (False, True),
         "pissa": (False, False),
+        "olora": (False, False),
         "zero_A": (True, False),
         "zeros": (True, True),
         "random": (False, False),
     }[init]
     assert (a_zero, b_zero) == expected
-    if init in (True, "random"):
+    if init is True or init is False or init == "random":
         assert np.abs(A).max() <= 1 / np.sqrt(64) and np.abs(A).max() > 0.9 / np.sqrt(64)
     if init == "gaussian":
         assert A.std() == pytest.approx(1 / 8, rel=0.1)
-    if init in ("zero_A", "random"):
+    if init is False or init in ("zero_A", "random"):
         assert np.abs(B).max() <= 1 / np.sqrt(8)
     x = np.random.default_rng(0).standard_normal((3, 64)).astype(np.float32)
     y0 = x @ W.T + base.bias
-    if init == "random":
-        assert not np.allclose(layer.forward(x), y0, atol=1e-3)  # the only init that changes the output
+    if init is False or init == "random":
+        assert not np.allclose(layer.forward(x), y0, atol=1e-3)  # the only inits that change the output
     else:
         np.testing.assert_allclose(layer.forward(x), y0, atol=1e-5)
 
@@ -214,7 +216,8 @@ def test_base_is_frozen_and_shared():
         ({"lora_dropout": 1.0}, ValueError, r"lora_dropout must be in \[0, 1\), got 1.0"),
         ({"lora_dropout": -0.1}, ValueError, "lora_dropout"),
         ({"r": 2, "init_lora_weights": "kaiming"}, ValueError, "init_lora_weights must be one of"),
-        ({"r": 2, "init_lora_weights": False}, ValueError, "init_lora_weights must be one of"),
+        ({"r": 2, "init_lora_weights": "pissa_niter_16"}, ValueError, "load_adapter accepts it"),
+        ({"r": 2, "init_lora_weights": 1}, ValueError, "init_lora_weights must be one of"),
     ],
 )
 def test_bad_layer_arguments(kwargs, err, match):
@@ -236,7 +239,13 @@ def test_base_must_be_linear():
         ({"target_modules": ()}, "target_modules"),
         ({"target_modules": "("}, "regular expression"),
         ({"target_modules": ""}, "target_modules"),
-        ({"init_lora_weights": "olora"}, "init_lora_weights"),
+        ({"init_lora_weights": "loftq"}, "init_lora_weights"),
+        ({"init_lora_weights": None}, "init_lora_weights"),
+        ({"lora_alpha": True}, "lora_alpha must be a real number"),
+        ({"lora_alpha": "8"}, "lora_alpha must be a real number"),
+        ({"lora_dropout": np.bool_(False)}, "lora_dropout must be a real number"),
+        ({"modules_to_save": ()}, "modules_to_save"),
+        ({"modules_to_save": ("lm_head", "")}, "modules_to_save"),
     ],
 )
 def test_bad_config(kwargs, match):
@@ -275,3 +284,49 @@ def test_config_defaults_and_scaling():
 )
 def test_target_matching(targets, name, hit):
     assert LoraConfig(target_modules=targets).matches(name) is hit
+
+
+@pytest.mark.parametrize("kwargs, stored", [
+    ({"lora_alpha": np.int64(16)}, {"lora_alpha": (16, int)}),
+    ({"lora_alpha": np.float32(8)}, {"lora_alpha": (8.0, float)}),
+    ({"lora_alpha": np.float64(0.3)}, {"lora_alpha": (0.3, float)}),
+    ({"lora_dropout": np.float32(0.1)}, {"lora_dropout": (0.1, float)}),
+    ({"lora_dropout": np.int8(0)}, {"lora_dropout": (0.0, float)}),
+    ({"r": np.int32(4), "lora_alpha": np.uint8(8)}, {"r": (4, int), "lora_alpha": (8, int)}),
+])
+def test_numpy_numbers_are_accepted_and_stored_as_python_numbers(kwargs, stored):
+    """A sweep over np.arange/np.geomspace raised TypeError; the config keeps Python numbers, so the JSON
+    written is PEFT's (integers stay integers)."""
+    config = LoraConfig(**kwargs)
+    for name, (value, kind) in stored.items():
+        assert getattr(config, name) == value and type(getattr(config, name)) is kind
+    layer = LoRALinear(Linear(8, 6, seed=1), r=2, **{k: v for k, v in kwargs.items() if k != "r"})
+    assert layer.scaling == LoraConfig(r=2, **{k: v for k, v in kwargs.items() if k != "r"}).scaling
+
+
+def test_numpy_alpha_writes_the_json_peft_writes(tmp_path):
+    pytest.importorskip("safetensors")
+    import json
+
+    from minilora.peft import inject_lora, save_adapter
+
+    for alpha, text in ((np.int64(16), '"lora_alpha": 16,'), (np.float32(8), '"lora_alpha": 8.0,')):
+        model = inject_lora(MLP([6, 16, 4], seed=0), LoraConfig(r=2, lora_alpha=alpha, target_modules=("up_proj",),
+                                                                lora_dropout=np.float32(0.1)))
+        save_adapter(model, tmp_path)
+        raw = (tmp_path / "adapter_config.json").read_text()
+        assert text in raw and '"lora_dropout": 0.1,' in raw
+        assert json.loads(raw)["lora_alpha"] == alpha
+
+
+def test_init_false_is_random_and_olora_keeps_the_function():
+    a = LoRALinear(Linear(16, 12, seed=0), r=4, init_lora_weights=False, seed=3)
+    b = LoRALinear(Linear(16, 12, seed=0), r=4, init_lora_weights="random", seed=3)
+    assert np.array_equal(a.A, b.A) and np.array_equal(a.B, b.B)  # the same draws: PEFT's False
+    base = Linear(12, 10, seed=3)
+    W = base.weight.copy()
+    layer = LoRALinear(base, r=4, lora_alpha=8, init_lora_weights="olora")
+    np.testing.assert_allclose(layer.weight + layer.delta_weight(), W, atol=1e-6)
+    A0, B0 = layer.residual_init
+    assert np.array_equal(A0, layer.A) and np.array_equal(B0, layer.B)
+    np.testing.assert_allclose(B0.T @ B0, np.eye(4), atol=1e-6)  # B = the first r columns of Q

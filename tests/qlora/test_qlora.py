@@ -158,16 +158,22 @@ def test_linear4bit_backward_is_dx_through_compute_weight():
 def test_merge_requantizes_warns_and_loses_part_of_the_update():
     q, _ = _pair(in_f=128, out_f=64)
     x = np.random.default_rng(3).standard_normal((8, 128)).astype(np.float32)
+    w0, delta = q.weight, q.delta_weight()
     err = merge_rounding_error(q, x)
     assert not q.merged  # left unchanged
     assert 0 < err["weight_max_err"] and 0 < err["delta_lost"] < 1 and err["output_max_err"] > 0
     y = q.forward(x)
-    w_expected = dequantize_4bit(*quantize_4bit(q.weight + q.delta_weight(), 64, "nf4", True))
+    w_expected = dequantize_4bit(*quantize_4bit(w0 + delta, 64, "nf4", True))
     with pytest.warns(UserWarning, match="rounding errors"):
         q.merge()
     assert str(MERGE_WARNING).startswith("Merge lora module to 4-bit linear")
     np.testing.assert_array_equal(q.weight, w_expected)  # merged weight is itself a 4-bit weight
-    np.testing.assert_allclose(q.forward(x), y, atol=err["output_max_err"] * 1.0001 + 1e-6)
+    # the merged layer is the plain 4-bit layer on w_expected (BF16 operands, float32 accumulation), and
+    # merge_rounding_error reported exactly that layer's distance from the unmerged output
+    y_merged = round_to(x, BF16) @ round_to(w_expected, BF16).T + q.bias
+    np.testing.assert_array_equal(q.forward(x), y_merged)
+    assert err["output_max_err"] == float(np.abs(y_merged - y).max())
+    assert err["weight_max_err"] == float(np.abs(w_expected - (w0 + delta)).max())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         q.unmerge()
@@ -231,3 +237,48 @@ def test_bad_inputs():
 def test_repr():
     q = QLoRALinear(Linear(64, 32, seed=0), r=4)
     assert "QuantizedWeight" in repr(q) and "bf16" in repr(q) and "r=4" in repr(q)
+
+
+def test_qlora_counts_parameters_as_lora_does(capsys):
+    """A 4-bit weight counts by its elements (PEFT's count): QLoRA printed trainable% 75.79 where LoRA printed
+    15.03 for the same adapter on the shipped GPT's shape."""
+    import minilora
+    from minilora.peft import count_parameters, print_trainable_parameters
+
+    config = LoraConfig(r=8, lora_alpha=16, target_modules="all-linear")
+    lora = inject_lora(minilora.load_base_model(), config)
+    qlora = prepare_qlora(minilora.load_base_model(), config)
+    assert count_parameters(qlora) == count_parameters(lora)
+    assert count_parameters(qlora)[1] == minilora.load_base_model().num_params() + count_parameters(lora)[0]
+    assert print_trainable_parameters(qlora) == print_trainable_parameters(lora)
+    assert print_trainable_parameters(qlora).endswith("trainable%: 15.0313")
+
+
+def test_num_extra_params_is_the_4bit_elements():
+    q = QLoRALinear(Linear(64, 32, seed=0), r=4)
+    assert q.num_extra_params() == 64 * 32 and "weight" not in q.params
+    assert Linear4bit(Linear(64, 32, seed=0)).num_extra_params() == 64 * 32
+
+
+def test_base_layer_and_unload_of_qlora():
+    q = QLoRALinear(Linear(64, 32, seed=0), r=4, init_lora_weights="random")
+    base = q.base_layer
+    assert isinstance(base, Linear4bit) and base.qweight is q.qweight and q.get_base_layer() is base
+    x = np.random.default_rng(0).standard_normal((3, 64)).astype(np.float32)
+    np.testing.assert_array_equal(q.unwrap(merge=False).forward(x), base.forward(x))  # no merge: same 4 bits
+    cfg = GPTConfig(vocab_size=16, block_size=8, n_layer=1, n_head=2, n_embd=32)
+    model = prepare_qlora(GPT(cfg, seed=0), LoraConfig(r=4, target_modules="all-linear", init_lora_weights="random"))
+    codes = {name: w.packed.copy() for name, w in quantized_modules(model).items()}
+    model.unload()
+    assert all(np.array_equal(quantized_modules(model)[n].packed, c) for n, c in codes.items())
+    assert not any("lora_" in k for k in model.params)
+
+
+def test_qlora_modules_to_save_stay_float_and_train():
+    cfg = GPTConfig(vocab_size=16, block_size=8, n_layer=1, n_head=2, n_embd=32)
+    model = prepare_qlora(GPT(cfg, seed=0), LoraConfig(r=4, target_modules=("q_proj",),
+                                                       modules_to_save=("mlp.up_proj",)))
+    up = model.get_submodule("blocks.0.mlp.up_proj")
+    assert isinstance(up, Linear) and not isinstance(up, Linear4bit)
+    assert "blocks.0.mlp.up_proj.weight" in model.trainable_names()
+    assert isinstance(model.get_submodule("blocks.0.mlp.down_proj"), Linear4bit)
