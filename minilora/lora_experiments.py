@@ -3,7 +3,7 @@
 * **Low-rank teacher** (``minilora.data.low_rank_teacher``): a linear "pretrained" layer ``W0`` and a target
   ``W* = W0 + ΔW*`` with ``rank(ΔW*) = r*``. A LoRA adapter of rank r on ``W0`` can fit it exactly iff
   ``r ≥ r*`` (Hu et al. 2021, §4's low-intrinsic-rank hypothesis, made exact). Used for the
-  initialization argument (SEED-NOTES errata 4), the learning-rate sweep (Hayou et al. 2024, arXiv
+  initialization argument (docs/errata.md, erratum 4), the learning-rate sweep (Hayou et al. 2024, arXiv
   2406.08447: B = 0 tolerates larger learning rates than A = 0) and the rank sweep.
 * **Base GPT on the held-out task** (``minilora.data.HELDOUT_TASK``): LoRA vs full fine-tuning, used by
   ``python -m minilora finetune`` and the notebooks.
@@ -21,6 +21,9 @@ from minilora.nn.mlp import MLPRegressor
 from minilora.optim import SGD, Adam
 from minilora.peft import LoraConfig, count_parameters, inject_lora
 from minilora.train import History, evaluate, train
+
+#: finetune_gpt's learning rate per method when ``lr`` is None (AdamW, constant)
+DEFAULT_LR = {"lora": 1e-2, "qlora": 1e-2, "full": 1e-3}
 
 #: the four initializations of the blog's argument, with the words the notebook uses
 INIT_LABELS = {
@@ -202,7 +205,7 @@ def finetune_gpt(
     method : ``"lora"`` (inject ``config``, default ``LoraConfig()``), ``"qlora"`` (the same adapters on a 4-bit
         base: :func:`minilora.peft.qlora.prepare_qlora`, which ``quant`` configures) or ``"full"`` (every
         parameter trains).
-    lr : AdamW learning rate (default 1e-2 for LoRA and QLoRA, 1e-3 for full fine-tuning).
+    lr : AdamW learning rate (default :data:`DEFAULT_LR`: 1e-2 for LoRA and QLoRA, 1e-3 for full fine-tuning).
     eval_every : evaluate (held-out loss and accuracies) every this many steps and after the last (0: only
         after the last).
     include_step0 : put the evaluation of the model as it starts (after injection, before any step) at the
@@ -230,15 +233,13 @@ def finetune_gpt(
         report["pretrained_before"] = float(np.mean([exact_match(base, task) for task in PRETRAIN_TASKS]))
     if method == "lora":
         model = inject_lora(base, config or LoraConfig(), seed=seed)
-        lr = 1e-2 if lr is None else lr
     elif method == "qlora":
         from minilora.peft.qlora import prepare_qlora
 
         model = prepare_qlora(base, config or LoraConfig(), seed=seed, **(quant or {}))
-        lr = 1e-2 if lr is None else lr
     else:
         model = base.unfreeze()
-        lr = 1e-3 if lr is None else lr
+    lr = DEFAULT_LR[method] if lr is None else lr
     if include_step0:  # the model as training starts: the base model's output unless B A ≠ 0 at init
         start = (evaluate(model, eval_batch), accuracy(model, *eval_batch))
     hist = train(
@@ -279,40 +280,45 @@ def finetune_gpt(
 def gpt_runs(
     configs: dict,
     seeds=(0,),
-    steps: int = 150,
-    batch_size: int = 16,
+    steps: int | None = None,
+    batch_size: int | None = None,
     lr: float | None = None,
     eval_every: int = 0,
     include_step0: bool = False,
     pretrained: bool = False,
+    keep_models: bool = False,
 ) -> dict:
     """Fine-tune a fresh copy of the shipped base GPT once per (configuration, seed).
 
     ``configs`` maps a label to a :class:`LoraConfig` (LoRA) or to None (full fine-tuning). Returns
     ``{label: {"reports": [report per seed], "histories": [History per seed], "loss": mean loss_after,
-    "exact_match": mean exact_match_after, "trainable": trainable parameters}}``. The other arguments go to
-    :func:`finetune_gpt` (``lr`` None: its per-method default).
+    "exact_match": mean exact_match_after, "trainable": trainable parameters}}``, plus ``"models"`` (the trained
+    model per seed) with ``keep_models``. The other arguments go to :func:`finetune_gpt`; ``steps``,
+    ``batch_size`` and ``lr`` left None take its defaults (:func:`recipe`).
     """
     from minilora.base_model import load_base_model
 
+    recipe_args = {k: v for k, v in (("steps", steps), ("batch_size", batch_size)) if v is not None}
     out: dict = {}
     for label, config in configs.items():
         method = "full" if config is None else "lora"
         runs = [
             finetune_gpt(
-                load_base_model(), method, config, steps=steps, lr=lr, batch_size=batch_size,
-                eval_every=eval_every, seed=seed, include_step0=include_step0, pretrained=pretrained,
-            )[1:]
+                load_base_model(), method, config, lr=lr, eval_every=eval_every, seed=seed,
+                include_step0=include_step0, pretrained=pretrained, **recipe_args,
+            )
             for seed in seeds
         ]
-        reports = [rep for _, rep in runs]
+        reports = [rep for _, _, rep in runs]
         out[label] = {
             "reports": reports,
-            "histories": [h for h, _ in runs],
+            "histories": [h for _, h, _ in runs],
             "loss": float(np.mean([rep["loss_after"] for rep in reports])),
             "exact_match": float(np.mean([rep["exact_match_after"] for rep in reports])),
             "trainable": reports[0]["trainable"],
         }
+        if keep_models:
+            out[label]["models"] = [m for m, _, _ in runs]
     return out
 
 
@@ -335,3 +341,196 @@ def alpha_verdict(alphas, losses, r: int, tolerance: float = 0.1) -> dict:
         "is_best": h == best,
         "near_best": [a for a, loss in zip(alphas, losses) if loss <= (1 + tolerance) * losses[best]],
     }
+
+
+# ------------------------------------------------------------------ helpers the notebooks' sentences are computed with
+def recipe(method: str = "lora") -> dict:
+    """The fine-tuning recipe of :func:`finetune_gpt` for ``method``, read from its signature (what its defaults are).
+
+    Returns ``steps``, ``batch_size``, ``lr`` (the per-method default), ``seed``, ``optimizer`` and ``eval_sequences``
+    (the size of :func:`minilora.data.heldout_eval_batch`), so that a sentence describing the recipe cannot drift
+    from the code.
+    """
+    import inspect
+
+    from minilora.data import heldout_eval_batch
+
+    if method not in ("lora", "qlora", "full"):
+        raise ValueError(f"method must be 'lora', 'qlora' or 'full', got {method!r}")
+    defaults = {k: p.default for k, p in inspect.signature(finetune_gpt).parameters.items()}
+    return {
+        "steps": defaults["steps"],
+        "batch_size": defaults["batch_size"],
+        "lr": DEFAULT_LR[method],
+        "seed": defaults["seed"],
+        "optimizer": "AdamW (weight decay 0, constant learning rate)",
+        "eval_sequences": int(heldout_eval_batch()[0].shape[0]),
+    }
+
+
+def pretrained_skill(model) -> float:
+    """Mean exact match of ``model`` over the pretraining tasks (:data:`minilora.data.PRETRAIN_TASKS`)."""
+    from minilora.data import PRETRAIN_TASKS, exact_match
+
+    return float(np.mean([exact_match(model, task) for task in PRETRAIN_TASKS]))
+
+
+def power_law_exponent(x, y) -> float:
+    """The exponent ``p`` of the least-squares fit ``y ≈ c · x^p`` (a line through ``(log x, log y)``).
+
+    >>> round(power_law_exponent([1, 2, 4, 8], [3.0, 1.5, 0.75, 0.375]), 6)
+    -1.0
+    """
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    if x.shape != y.shape or x.size < 2 or (x <= 0).any() or (y <= 0).any():
+        raise ValueError(f"x and y must be positive arrays of one shape with at least 2 points, got {x} and {y}")
+    return float(np.polyfit(np.log(x), np.log(y), 1)[0])
+
+
+def first_step_update(teacher: LowRankTeacher, ranks, lora_alpha: float = 8, lr: float = 0.5,
+                      use_rslora: bool = False, seed: int = 0) -> dict[str, np.ndarray]:
+    """``‖ΔW‖`` (Frobenius) after one plain-SGD step of LoRA on the teacher, for each rank.
+
+    With B = 0 at the start, one step gives ``B = −lr · s · Gᵀ X Aᵀ`` and so ``ΔW = s B A = −lr · s² · Gᵀ X AᵀA``:
+    the scaling enters squared. Returns ``{"scaling": s per rank, "delta": ‖ΔW‖ per rank, "rest": ‖ΔW‖ / s²}``
+    (``rest`` = ``lr ‖Gᵀ X AᵀA‖``, the part that does not come from the scaling).
+    """
+    scaling, delta = [], []
+    for r in ranks:
+        model = teacher_lora(teacher, r=r, lora_alpha=lora_alpha, use_rslora=use_rslora, seed=seed)
+        finetune_teacher(model, teacher, lr=lr, steps=1, eval_every=0, seed=seed)
+        scaling.append(model.fc0.scaling)
+        delta.append(float(np.linalg.norm(model.fc0.delta_weight())))
+    scaling, delta = np.array(scaling), np.array(delta)
+    return {"scaling": scaling, "delta": delta, "rest": delta / scaling**2}
+
+
+def compare_losses(a, b, z: float = 2.0) -> dict:
+    """Compare two sets of per-seed results (e.g. held-out losses): is ``a`` lower, higher, or within the noise?
+
+    The difference of the means is compared with its standard error ``sqrt(var_a / n_a + var_b / n_b)``
+    (sample variances over the seeds): beyond ``z`` standard errors the verdict is ``"lower"`` or ``"higher"``
+    (for ``a`` against ``b``), otherwise ``"within seed spread"``. With one seed on either side there is no
+    spread to compare with and the verdict is ``"one seed: no spread"``.
+
+    >>> compare_losses([1.0, 1.1, 0.9], [2.0, 2.1, 1.9])["verdict"]
+    'lower'
+    >>> compare_losses([1.0, 1.5, 0.5], [1.2, 0.8, 1.6])["verdict"]
+    'within seed spread'
+    """
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    if a.size < 1 or b.size < 1:
+        raise ValueError("a and b need at least one value each")
+    diff = float(a.mean() - b.mean())
+    if a.size < 2 or b.size < 2:
+        return {"mean_a": float(a.mean()), "mean_b": float(b.mean()), "diff": diff, "se": float("nan"),
+                "verdict": "one seed: no spread"}
+    se = float(np.sqrt(a.var(ddof=1) / a.size + b.var(ddof=1) / b.size))
+    verdict = "within seed spread" if abs(diff) <= z * se else ("lower" if diff < 0 else "higher")
+    return {"mean_a": float(a.mean()), "mean_b": float(b.mean()), "diff": diff, "se": se, "verdict": verdict}
+
+
+def seed_losses(run: dict, key: str = "loss_after") -> np.ndarray:
+    """The per-seed values of ``key`` in one entry of :func:`gpt_runs`."""
+    return np.array([rep[key] for rep in run["reports"]], float)
+
+
+def energy_rank(singular_values, fraction: float = 0.9) -> int:
+    """The number of leading singular values that hold ``fraction`` of ``Σ s²`` (the squared Frobenius norm).
+
+    >>> energy_rank([3.0, 1.0, 0.0], 0.9), energy_rank([1.0, 1.0, 1.0, 1.0], 0.9), energy_rank([0.0, 0.0])
+    (1, 4, 0)
+    """
+    s = np.sort(np.asarray(singular_values, float))[::-1]
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+    if not np.any(s):
+        return 0  # a zero matrix: no direction holds any energy
+    energy = np.cumsum(s**2) / np.sum(s**2)
+    return int(np.searchsorted(energy, fraction - 1e-12) + 1)
+
+
+def update_spectra(base, tuned, fraction: float = 0.9, seed: int = 0) -> dict[str, dict]:
+    """Singular values of the update ``ΔW = W_tuned − W_base`` of every 2-D weight inside the blocks.
+
+    LoRA's premise (Hu et al. 2021, §4: "the change in weights during model adaptation also has a low intrinsic
+    rank") measured on a real fine-tuning run. For each weight: ``shape``, ``s`` (singular values, float64,
+    descending), ``relative_change`` ``‖ΔW‖ / ‖W_base‖``, ``energy_rank`` (:func:`energy_rank` at ``fraction``)
+    and ``random_energy_rank``, the same for a Gaussian random matrix of that shape (no low-rank structure).
+    """
+    rng = np.random.default_rng(seed)
+    out = {}
+    for name, w0 in base.params.items():
+        if w0.ndim != 2 or not name.startswith("blocks."):
+            continue
+        delta = tuned.params[name].astype(np.float64) - w0.astype(np.float64)
+        s = np.linalg.svd(delta, compute_uv=False)
+        s_random = np.linalg.svd(rng.standard_normal(w0.shape), compute_uv=False)
+        out[name] = {
+            "shape": w0.shape,
+            "s": s,
+            "relative_change": float(np.linalg.norm(delta) / np.linalg.norm(w0)),
+            "energy_rank": energy_rank(s, fraction),
+            "random_energy_rank": energy_rank(s_random, fraction),
+        }
+    return out
+
+
+def low_rank_verdict(spectra: dict[str, dict]) -> dict:
+    """Summarize :func:`update_spectra`: the largest energy rank of any update, the smallest of the random
+    matrices, the smallest dimension of any weight, and ``low_rank``: every update needs fewer directions than
+    a random matrix of its shape and at most a quarter of its smaller dimension.
+    """
+    if not spectra:
+        raise ValueError("spectra is empty")
+    max_rank = max(v["energy_rank"] for v in spectra.values())
+    low = all(v["energy_rank"] < v["random_energy_rank"] and 4 * v["energy_rank"] <= min(v["shape"])
+              for v in spectra.values())
+    return {"max_energy_rank": max_rank,
+            "min_random_energy_rank": min(v["random_energy_rank"] for v in spectra.values()),
+            "min_dim": min(min(v["shape"]) for v in spectra.values()),
+            "low_rank": bool(low)}
+
+
+def steps_to_fraction(hist: History, fraction: float = 0.01) -> int | None:
+    """The first evaluated step whose eval loss is at most ``fraction`` × the step-0 loss (None: never).
+
+    ``hist.eval_loss[0]`` must be the loss before training (as :func:`finetune_teacher` records it).
+    """
+    if not hist.eval_loss:
+        raise ValueError("the history has no evaluations")
+    target = fraction * hist.eval_loss[0]
+    return next((s for s, loss in zip(hist.eval_step, hist.eval_loss) if loss <= target), None)
+
+
+def is_stuck(hist: History) -> bool:
+    """Whether every evaluation of the run gave exactly (bit for bit) the loss of its first evaluation."""
+    if not hist.eval_loss:
+        raise ValueError("the history has no evaluations")
+    return all(loss == hist.eval_loss[0] for loss in hist.eval_loss)
+
+
+def stable_lr_verdict(lrs, sweeps: dict, inits=(True, "zero_A")) -> dict:
+    """Hayou et al. 2024's prediction on :func:`lr_sweep` results at several widths.
+
+    ``sweeps`` maps a width to an :func:`lr_sweep` result. For each width: the largest stable learning rate
+    of both initializations (:func:`max_stable_lr`), their ratio (B = 0 over A = 0), and the fraction of the
+    learning rates stable for both at which B = 0 ends lower. ``agrees``: the ratio is above 1 at the largest
+    width and not smaller than at the smallest width (B = 0 tolerates larger rates, more so when wider).
+    """
+    b0, a0 = inits
+    lrs = np.asarray(lrs, float)
+    widths = sorted(sweeps)
+    per_width = {}
+    for d in widths:
+        sw = sweeps[d]
+        lr_b0, lr_a0 = max_stable_lr(lrs, sw[b0], sw["initial"]), max_stable_lr(lrs, sw[a0], sw["initial"])
+        both = np.isfinite(sw[b0]) & np.isfinite(sw[a0]) & (sw[b0] < sw["initial"]) & (sw[a0] < sw["initial"])
+        per_width[d] = {
+            "max_stable_b0": lr_b0,
+            "max_stable_a0": lr_a0,
+            "ratio": lr_b0 / lr_a0 if lr_a0 > 0 else float("inf"),
+            "b0_lower_where_both_stable": float(np.mean(sw[b0][both] < sw[a0][both])) if both.any() else float("nan"),
+        }
+    small, large = per_width[widths[0]]["ratio"], per_width[widths[-1]]["ratio"]
+    return {"per_width": per_width, "agrees": bool(large > 1 and large >= small)}

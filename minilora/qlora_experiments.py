@@ -89,7 +89,11 @@ def paging_demo(base, config: LoraConfig | None = None, steps: int = 12, spike_s
     The device budget is weights + all optimizer pages + the activations of a normal batch; the batches at
     ``spike_steps`` have ``spike_digits`` digits instead of 8 (longer sequences), so their activations do
     not fit and optimizer pages are evicted. Returns the budget, the activation bytes of both batch kinds,
-    the page statistics, the losses of paged and unpaged training and whether the parameters are identical.
+    the page statistics, the losses of paged and unpaged training, whether the parameters are identical, and
+    ``weights`` (bytes), and ``timeline``: per step, ``peak`` (device bytes at the step's highest point: weights
+    + resident optimizer pages + that batch's activations), ``resident_at_peak`` (the optimizer bytes on the
+    device at that moment), ``resident`` (optimizer bytes on the device after the step),
+    ``activations`` (bytes of that batch's activations), ``page_outs`` / ``page_ins`` (pages moved during it).
     """
     batches = [data.task_batch(data.HELDOUT_TASK, batch_size, seed=np.random.default_rng([seed, i]),
                                n_digits=spike_digits if i in spike_steps else data.N_DIGITS) for i in range(steps)]
@@ -105,11 +109,147 @@ def paging_demo(base, config: LoraConfig | None = None, steps: int = 12, spike_s
     pages = opt.buffer.npages * page_size
     memory.budget = weight_bytes(model) + pages + acts["normal"]
     memory.allocate("weights", weight_bytes(model))
-    losses = train_steps(model, opt, batches, memory, activation_bytes)
+    losses, timeline = [], []
+    for i, batch in enumerate(batches):  # one step at a time, to record the device's state after each
+        before = (opt.stats.page_outs, opt.stats.page_ins)
+        memory.peak = memory.used
+        losses += train_steps(model, opt, [batch], memory, activation_bytes)
+        act = acts["spike" if i in spike_steps else "normal"]
+        timeline.append({"step": i, "peak": memory.peak, "resident": opt.buffer.resident_bytes,
+                         "resident_at_peak": memory.peak - memory.allocations["weights"] - act,
+                         "activations": act,
+                         "page_outs": opt.stats.page_outs - before[0], "page_ins": opt.stats.page_ins - before[1]})
+    memory.peak = max(t["peak"] for t in timeline)
     identical = all(np.array_equal(model.params[k], v) for k, v in ref.params.items())
-    return {"budget": memory.budget, "peak": memory.peak, "state_bytes": opt.state_bytes(), "pages": opt.buffer.npages,
+    return {"budget": memory.budget, "peak": memory.peak, "weights": memory.allocations["weights"],
+            "state_bytes": opt.state_bytes(), "pages": opt.buffer.npages,
             "activations": acts, "stats": opt.stats, "losses": losses, "ref_losses": ref_losses,
-            "identical": identical and losses == ref_losses}
+            "identical": identical and losses == ref_losses, "timeline": timeline}
 
 
-__all__ = ["QLORA_CONFIG", "compare_methods", "finetune_qlora", "memory_table", "paging_demo", "prepared"]
+# ------------------------------------------------------------------ NF4's premise, measured (notebook 08)
+def weight_statistics(model) -> dict[str, dict]:
+    """Mean, standard deviation and kurtosis of every 2-D weight of ``model`` (its linear layers and embeddings).
+
+    QLoRA's NF4 assumes "pretrained neural network weights usually have a zero-centered normal distribution"
+    (§3); these are the numbers that test it. ``kurtosis`` is Pearson's, E[(w − μ)⁴] / σ⁴: 3 for a normal
+    distribution, more for heavier tails; ``kurtosis_se`` = √(24 / n) is its sampling error under a normal.
+    ``standardized`` holds ``(w − μ) / σ`` (float64, flattened). Computed in float64.
+    """
+    out = {}
+    for name, w in model.params.items():
+        if w.ndim != 2:
+            continue
+        x = np.asarray(w, np.float64).ravel()
+        mean, std = float(x.mean()), float(x.std())
+        z = (x - mean) / std
+        out[name] = {"shape": w.shape, "mean": mean, "std": std, "kurtosis": float(np.mean(z**4)),
+                     "kurtosis_se": float(np.sqrt(24 / x.size)), "standardized": z}
+    return out
+
+
+def normal_premise_verdict(stats: dict[str, dict], mean_tolerance: float = 0.05) -> dict:
+    """Summarize :func:`weight_statistics`.
+
+    ``zero_mean``: every ``|mean| ≤ mean_tolerance · std``. ``pooled_kurtosis``: the kurtosis of all standardized
+    weights together; ``heavier_tails``: it exceeds 3 by more than four of its sampling errors. ``n_heavy``: the
+    matrices whose own kurtosis exceeds 3 by more than two sampling errors (of ``n_matrices``). Also the
+    extremes ``max_abs_mean_over_std``, ``min_kurtosis``, ``max_kurtosis``.
+    """
+    if not stats:
+        raise ValueError("stats is empty")
+    ratio = max(abs(v["mean"]) / v["std"] for v in stats.values())
+    kurt = [v["kurtosis"] for v in stats.values()]
+    z = np.concatenate([v["standardized"] for v in stats.values()])
+    pooled = float(np.mean(z**4))
+    return {"zero_mean": bool(ratio <= mean_tolerance), "max_abs_mean_over_std": float(ratio),
+            "pooled_kurtosis": pooled, "heavier_tails": bool(pooled > 3 + 4 * np.sqrt(24 / z.size)),
+            "n_heavy": sum(v["kurtosis"] > 3 + 2 * v["kurtosis_se"] for v in stats.values()),
+            "n_matrices": len(stats), "min_kurtosis": float(min(kurt)), "max_kurtosis": float(max(kurt))}
+
+
+def usage_fractions(x, quant_type: str = "nf4", blocksize: int = 64) -> np.ndarray:
+    """The fraction of the elements of ``x`` that each 4-bit level takes, ordered from the most negative level
+    to the most positive (:func:`minilora.quant.compare.code_usage`, normalized; FP4's codes sorted by value)."""
+    from minilora.quant.compare import code_usage
+    from minilora.quant.nf4 import get_4bit_code
+
+    order = np.argsort(get_4bit_code(quant_type), kind="stable")
+    return code_usage(x, quant_type, blocksize)[order] / np.size(x)
+
+
+def largest_gap(code, lo: float = -0.5, hi: float = 0.5) -> float:
+    """The widest gap between neighbouring levels of a codebook inside ``[lo, hi]`` (fine = small)."""
+    c = np.unique(np.asarray(code, np.float64))
+    inside = c[(c >= lo) & (c <= hi)]
+    if inside.size < 2:
+        raise ValueError(f"fewer than two levels of the codebook lie in [{lo}, {hi}]")
+    return float(np.diff(inside).max())
+
+
+# ------------------------------------------------------------------ double quantization with FP8 (notebook 09)
+def fp8_compress_absmax(absmax, fmt=None, blocksize: int = 256) -> np.ndarray:
+    """Double quantization of block scales with an OCP FP8 format instead of bitsandbytes' dynamic map.
+
+    What the QLoRA paper's "8-bit floats" could also have meant (docs/errata.md, erratum 13), at the same
+    storage: subtract the offset ``mean(absmax)`` (correctly rounded, as
+    :func:`minilora.quant.double_quant.compress_absmax` does), then per block of ``blocksize`` scales divide by
+    ``s = max|a − offset| / fmt.max`` (one float32 per block), round to ``fmt`` (default E4M3) and scale back.
+    Returns the reconstructed float32 scales, shape of ``absmax``.
+    """
+    from minilora.formats import FP8_E4M3, round_to
+    from minilora.quant.double_quant import exact_mean_f32
+
+    fmt = FP8_E4M3 if fmt is None else fmt
+    a = np.asarray(absmax, np.float32)
+    offset = exact_mean_f32(a)
+    centred = a - offset
+    pad = (-a.size) % blocksize
+    blocks = np.concatenate([centred, np.zeros(pad, np.float32)]).reshape(-1, blocksize)
+    scale = (np.abs(blocks).max(axis=1, keepdims=True) / np.float32(fmt.max)).astype(np.float32)
+    scale = np.where(scale > 0, scale, np.float32(1))
+    rec = (round_to((blocks / scale).astype(np.float32), fmt) * scale).astype(np.float32)
+    return (rec.reshape(-1)[: a.size] + offset).astype(np.float32)
+
+
+def merge_effect(model, eval_batch, seed: int = 0) -> dict:
+    """What merging a trained QLoRA model's adapters into its 4-bit weights changes (``model`` is left as it is).
+
+    Per QLoRA layer, :func:`minilora.peft.qlora.merge_rounding_error` (``delta_lost``: the fraction of ‖s·BA‖ the
+    requantized weight does not carry; ``delta_rel``: ‖s·BA‖ / ‖W‖, how large the update is against the weight).
+    For the whole model on ``eval_batch`` (idx, targets): exact match and token accuracy before and after
+    :func:`~minilora.peft.merge_and_unload` (on a copy), the largest logit change and the fraction of positions
+    whose predicted token changes. PEFT's merge warning is caught; ``warning`` holds its text.
+    """
+    import warnings
+
+    from minilora.peft import merge_and_unload
+    from minilora.peft.qlora import QLoRALinear, merge_rounding_error
+
+    rng = np.random.default_rng(seed)
+    layers = {}
+    for name, m in model.named_modules():
+        if isinstance(m, QLoRALinear):
+            x = rng.standard_normal((16, m.in_features)).astype(np.float32)
+            err = merge_rounding_error(m, x)
+            w = m.qweight.dequantize()
+            delta = m.delta_weight().astype(np.float32)
+            err["delta_rel"] = float(np.linalg.norm(delta) / np.linalg.norm(w))
+            layers[name] = err
+    idx, targets = eval_batch
+    before = data.accuracy(model, idx, targets)
+    logits = model.forward(idx)[0]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        merged = merge_and_unload(copy.deepcopy(model))
+    after = data.accuracy(merged, idx, targets)
+    logits_merged = merged.forward(idx)[0]
+    return {"layers": layers, "before": before, "after": after,
+            "max_logit_change": float(np.abs(logits_merged - logits).max()),
+            "changed_predictions": float(np.mean(logits_merged.argmax(-1) != logits.argmax(-1))),
+            "warning": str(caught[0].message) if caught else ""}
+
+
+__all__ = ["QLORA_CONFIG", "compare_methods", "finetune_qlora", "fp8_compress_absmax", "largest_gap", "memory_table",
+           "merge_effect", "normal_premise_verdict", "paging_demo", "prepared", "usage_fractions",
+           "weight_statistics"]

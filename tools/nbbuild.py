@@ -1,6 +1,7 @@
-"""Build the committed notebooks from their plain-text sources and execute them.
+"""Build the committed notebooks from their plain-text sources (jupytext's percent format) and execute them.
 
-Each notebook is written as ``notebooks/src/NN_topic.py`` in the "percent" format::
+Each notebook is written as ``notebooks/src/NN_topic.py`` and its worked solutions as
+``notebooks/solutions/NN_topic_solutions.py``, in jupytext's "percent" format::
 
     # %% [markdown]
     # # A title
@@ -10,70 +11,81 @@ Each notebook is written as ``notebooks/src/NN_topic.py`` in the "percent" forma
     import minilora
     ...
 
-and ``python tools/nbbuild.py [NAME ...]`` turns it into ``notebooks/NN_topic.ipynb``, executed
-in a fresh kernel (working directory ``notebooks/``) so the committed notebook shows its outputs.
+``python tools/nbbuild.py [NAME ...]`` reads a source with jupytext, refuses one that is not in jupytext's
+canonical form (a markdown line that lost its ``# `` would otherwise slip through as stray text), and
+writes ``notebooks/NAME.ipynb`` (solutions: ``notebooks/solutions/NAME.ipynb``), executed in a fresh
+kernel whose working directory is the notebook's folder, so the committed notebook shows its outputs.
 ``tests/test_notebooks.py`` checks that every ``.ipynb`` matches its source and executes it again.
 """
 
 from __future__ import annotations
 
 import argparse
+import difflib
+import os
 import sys
 import time
 from pathlib import Path
 
+import jupytext
 import nbformat
 
 ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "notebooks" / "src"
 OUT = ROOT / "notebooks"
+SOLUTIONS = ROOT / "notebooks" / "solutions"
+FORMAT = "py:percent"
 
 
-def parse_cells(text: str) -> list[tuple[str, str]]:
-    """Split a percent-format source into ``(kind, source)`` pairs, kind "markdown" or "code"."""
-    cells: list[tuple[str, list[str]]] = []
-    for line in text.splitlines():
-        if line.startswith("# %%"):
-            kind = "markdown" if "[markdown]" in line else "code"
-            cells.append((kind, []))
-            continue
-        if not cells:
-            if line.strip():
-                raise ValueError("notebook source must start with a '# %%' cell marker")
-            continue
-        kind, lines = cells[-1]
-        if kind == "markdown":
-            if line.startswith("# "):
-                line = line[2:]
-            elif line.strip() == "#":
-                line = ""
-        lines.append(line)
-    out = []
-    for kind, lines in cells:
-        while lines and not lines[-1].strip():
-            lines.pop()
-        while lines and not lines[0].strip():
-            lines.pop(0)
-        out.append((kind, "\n".join(lines)))
-    return out
+def sources() -> list[Path]:
+    """Every notebook source: the chapters (``notebooks/src``), then the solutions (``notebooks/solutions``)."""
+    return sorted(SRC.glob("*.py")) + sorted(SOLUTIONS.glob("*.py"))
 
 
-def to_notebook(text: str) -> nbformat.NotebookNode:
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"display_name": "Python 3", "language": "python", "name": "python3"}
-    nb.metadata["language_info"] = {"name": "python"}
-    for kind, source in parse_cells(text):
-        maker = nbformat.v4.new_markdown_cell if kind == "markdown" else nbformat.v4.new_code_cell
-        nb.cells.append(maker(source))
+def source_path(name: str) -> Path:
+    """The source of notebook ``name`` (a chapter in ``notebooks/src`` or a solution in ``notebooks/solutions``)."""
+    for folder in (SRC, SOLUTIONS):
+        path = folder / f"{name}.py"
+        if path.exists():
+            return path
+    known = ", ".join(p.stem for p in sources())
+    raise FileNotFoundError(f"no notebook source named {name!r} in {SRC} or {SOLUTIONS}; known: {known}")
+
+
+def notebook_path(source: Path) -> Path:
+    """Where the built notebook of ``source`` lives: ``notebooks/`` for chapters, beside it for solutions."""
+    return (OUT if source.parent == SRC else source.parent) / f"{source.stem}.ipynb"
+
+
+def check_source(text: str, name: str = "source") -> None:
+    """Raise ValueError unless ``text`` is in jupytext's canonical percent format (it round-trips unchanged).
+
+    This catches what a lenient reader lets through, e.g. a markdown line without its leading ``# ``.
+    """
+    back = jupytext.writes(jupytext.reads(text, fmt=FORMAT), fmt=FORMAT)
+    if back != text:
+        diff = "\n".join(list(difflib.unified_diff(text.splitlines(), back.splitlines(), "as written",
+                                                   "as jupytext writes it", lineterm="", n=1))[:20])
+        raise ValueError(f"{name} is not in jupytext's canonical percent format:\n{diff}")
+
+
+def to_notebook(text: str, name: str = "source") -> nbformat.NotebookNode:
+    """The notebook (unexecuted) of a percent-format source, with stable cell ids and minimal metadata."""
+    check_source(text, name)
+    nb = jupytext.reads(text, fmt=FORMAT)
+    nb.metadata = {
+        "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
+        "language_info": {"name": "python"},
+    }
     # stable cell ids so that rebuilding an unchanged source changes nothing but outputs
     for i, cell in enumerate(nb.cells):
         cell["id"] = f"cell-{i:03d}"
+        cell.metadata = {}
     return nb
 
 
 def execute(nb: nbformat.NotebookNode, cwd: Path, timeout: int = 600) -> nbformat.NotebookNode:
-    import os
-
+    """Run every cell in a fresh kernel (working directory ``cwd``); raises on the first failing cell."""
     from nbclient import NotebookClient
 
     # the kernel imports minilora from this checkout, whether or not (and wherever) it is installed
@@ -88,21 +100,22 @@ def execute(nb: nbformat.NotebookNode, cwd: Path, timeout: int = 600) -> nbforma
 
 
 def build(name: str, run: bool = True) -> Path:
-    src = SRC / f"{name}.py"
-    nb = to_notebook(src.read_text(encoding="utf-8"))
+    """Write (and by default execute) the notebook of source ``name``; returns its path."""
+    src = source_path(name)
+    nb = to_notebook(src.read_text(encoding="utf-8"), str(src.relative_to(ROOT)))
+    path = notebook_path(src)
     if run:
-        execute(nb, OUT)
-    path = OUT / f"{name}.ipynb"
+        execute(nb, path.parent)
     nbformat.write(nb, path)
     return path
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("names", nargs="*", help="notebook names without suffix (default: all)")
+    parser.add_argument("names", nargs="*", help="notebook names without suffix (default: all, solutions included)")
     parser.add_argument("--no-run", action="store_true", help="write without executing")
     args = parser.parse_args(argv)
-    names = args.names or sorted(p.stem for p in SRC.glob("*.py"))
+    names = args.names or [p.stem for p in sources()]
     for name in names:
         t0 = time.perf_counter()
         path = build(name, run=not args.no_run)

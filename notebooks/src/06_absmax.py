@@ -13,11 +13,12 @@
 # size of the group that shares one absmax matters so much once an outlier appears.
 
 # %%
-import numpy as np
 import matplotlib.pyplot as plt
+import numpy as np
 
-from minilora.quant import absmax_quantize, absmax_dequantize, quantize_to_levels, toy_walkthrough
-from minilora.quant import bounds
+from minilora.quant import absmax_dequantize, absmax_quantize, bounds, quantize_to_levels, toy_walkthrough
+from minilora.quant.absmax import qmax_for
+from minilora.show import log_ticks, show_source
 
 # %% [markdown]
 # ## The toy walkthrough, every step
@@ -44,6 +45,34 @@ print("ties down:", quantize_to_levels([0.5, 1.5, 2.5], [0, 1, 2, 3], ties="down
 print("rint     :", np.rint([0.5, 1.5, 2.5]).tolist(), " (round half to even)")
 
 # %% [markdown]
+# ## The quantizer
+#
+# `absmax_quantize` is the formula above with the three choices of group. The last lines are the whole
+# quantizer: divide by the group's absmax, scale to `qmax`, round half to even (`rint`):
+
+# %%
+show_source(absmax_quantize, span=("xp = backend.xp()", "return q, xp.asarray"))
+
+# %% [markdown]
+# ### Build it yourself: tensor-wise absmax in two lines
+#
+# The formula for one absmax per tensor, checked equal to the library at every bit width:
+
+# %%
+def my_absmax_int(x, bits):
+    """q = round_half_even(x / absmax · qmax) with one absmax for the whole tensor; returns (q, absmax)."""
+    absmax = np.float32(np.abs(x).max())
+    return np.rint((x / absmax) * np.float32(qmax_for(bits))).astype(np.int8), absmax
+
+
+x_demo = (np.random.default_rng(5).standard_normal(1000) * 0.02).astype(np.float32)
+for bits in range(2, 9):
+    q_lib, a_lib = absmax_quantize(x_demo, bits=bits)
+    q_mine, a_mine = my_absmax_int(x_demo, bits)
+    assert np.array_equal(q_mine, q_lib) and a_mine == a_lib
+print("my_absmax_int equals absmax_quantize (tensor-wise) for bits = 2 … 8")
+
+# %% [markdown]
 # ## Absmax int8 on a weight matrix with one outlier
 #
 # A 64 × 256 matrix of N(0, 0.02²) weights, with a single entry set to 1.0 (50 standard deviations).
@@ -62,11 +91,14 @@ for name, kw in modes.items():
     errors[name] = np.abs(w_hat - w)
     n_zero = int((q == 0).sum())
     print(f"{name:>11}: mean |error| {errors[name].mean():.2e}   weights rounded to 0: {n_zero} of {w.size}")
+step = float(np.abs(w).max()) / qmax_for(8)
+print(f"tensor-wise step = absmax / qmax = {float(np.abs(w).max()):g} / {qmax_for(8)} = {step:.4f}, "
+      f"{step / 0.02:.2f} standard deviations of the weights")
 
 # %% [markdown]
-# With one absmax for the tensor, the outlier sets the step to 1/127 ≈ 0.0079, so most weights
-# (σ = 0.02) land on only a handful of levels and many become exactly 0. Per row or per block, the
-# outlier only spoils its own row or block. Where does the error live? The heat maps show it.
+# With one absmax for the tensor, the outlier sets the step (printed above, in units of the weights'
+# σ = 0.02), so the ordinary weights land on only a handful of levels and many become exactly 0. Per row or
+# per block, the outlier only spoils its own row or block. Where does the error live? The heat maps show it.
 
 # %%
 fig, axes = plt.subplots(1, 4, figsize=(14, 3.2), sharey=True)
@@ -96,35 +128,54 @@ for bits in bits_list:
         err = np.abs(absmax_dequantize(q, a, bits=bits, **kw) - w)
         bound = bounds.absmax_bound(a, bits)
         worst_bound = float(np.max(bound))
-        rows.append((bits, name, float(err.mean()), float(err.max()), worst_bound))
-print(f"{'bits':>4} {'mode':>9} {'mean err':>10} {'max err':>10} {'bound':>10}")
+        per_weight = np.broadcast_to(np.repeat(bound, 64) if kw else bound, w.size).reshape(w.shape)
+        assert (err <= per_weight).all()  # the guarantee, for every weight
+        rows.append((bits, name, float(err.mean()), float(err.max()), worst_bound, float((q == 0).mean())))
+print(f"{'bits':>4} {'mode':>9} {'mean err':>10} {'max err':>10} {'bound':>10} {'rounded to 0':>13}")
 for r in rows:
-    print(f"{r[0]:>4} {r[1]:>9} {r[2]:10.2e} {r[3]:10.2e} {r[4]:10.2e}")
+    print(f"{r[0]:>4} {r[1]:>9} {r[2]:10.2e} {r[3]:10.2e} {r[4]:10.2e} {r[5]:12.1%}")
+print("every error is within its bound (asserted element by element)")
 
 # %%
 fig, ax = plt.subplots(figsize=(6.5, 3.8))
 for name, style in (("tensor", "o-"), ("block 64", "s-")):
     ax.semilogy(bits_list, [r[2] for r in rows if r[1] == name], style, label=f"{name}: mean |error|")
+ax.axhline(float(np.abs(w).mean()), color="0.5", ls=":", label="mean |w|: every weight rounded to 0")
 ax.set_xlabel("bits")
 ax.set_ylabel("mean |ŵ − w|")
-ax.set_title("each extra bit halves the error; small blocks buy several bits' worth")
-ax.legend()
+ax.set_title("absmax int-b error on N(0, 0.02²) weights with one outlier")
+log_ticks(ax.yaxis)
+ax.legend(fontsize=8)
 plt.show()
+for name in ("tensor", "block 64"):
+    errs = [r[2] for r in rows if r[1] == name]
+    ratios = ", ".join(f"{a / b:.2f}" for a, b in zip(errs, errs[1:]))
+    print(f"{name:>8}: error(b) / error(b + 1) for b = 2 … 7: {ratios}")
+tensor_zero = {r[0]: r[5] for r in rows if r[1] == "tensor"}
+flat = [b for b in bits_list if tensor_zero[b] > 0.99]
+print(f"tensor-wise, at bits {flat} more than 99 % of the weights round to 0, so the error there is mean |w| = "
+      f"{float(np.abs(w).mean()):.2e}")
 
 # %%
 e8 = next(r[2] for r in rows if r[0] == 8 and r[1] == "tensor")
 e4 = next(r[2] for r in rows if r[0] == 4 and r[1] == "block 64")
-print(f"int4 with blocks of 64: mean error {e4:.2e};  int8 for the whole tensor: {e8:.2e}")
+print(f"int4 with blocks of 64: mean error {e4:.2e};  int8 for the whole tensor: {e8:.2e} "
+      f"(ratio {e4 / e8:.2f})")
+print(f"int8 → int4 multiplies the step by qmax(8) / qmax(4) = {qmax_for(8)} / {qmax_for(4)} = "
+      f"{qmax_for(8) / qmax_for(4):.1f}")
 
 # %% [markdown]
-# Going from int8 to int4 multiplies the step by 127/7 ≈ 18. With an outlier in the tensor, int4 in
-# blocks of 64 is still in the same range as tensor-wise int8, which is why every 4-bit scheme that
-# works (NF4, notebook 08) is block-wise.
+# Once the step is below the spread of the weights, each extra bit roughly halves the error (the ratios
+# near 2 above): the step halves and rounding errors are uniform within a step. Tensor-wise, the low bit
+# widths are flat instead: the outlier makes the step so large that (almost) every ordinary weight rounds to
+# 0, and the error is simply the weights' mean magnitude, whatever the number of levels. Blocks of 64 confine
+# the outlier to one block, and int4 in blocks lands in the range of tensor-wise int8 (the ratio printed
+# above): this is why every 4-bit scheme that works (NF4, notebook 08) is block-wise.
 #
 # ## Exercises
 #
-# 1. Move the outlier to another row and column and rerun: which of the four modes changes its error,
-#    and why does the per-column mode now behave like the per-row one did?
+# 1. Move the outlier to another row and column and rerun: does any mode's error change? Then add a second
+#    outlier in the same row as the first (another column, another block of 64): which modes suffer, and why?
 # 2. Use `toy_walkthrough(x=..., target_levels=...)` with B = {0, 1, 2, 3, 4} (five levels). Which inputs
 #    on A survive the round trip exactly now?
 # 3. The bound has a term 4u·absmax for float32 rounding. Find, with `absmax_quantize`, an input where the

@@ -8,12 +8,14 @@
 # the bytes of a real 4096 × 4096 quantization, and asks what the saving costs in accuracy.
 
 # %%
-import numpy as np
 import matplotlib.pyplot as plt
+import numpy as np
 
-from minilora.quant import quantize_4bit, dequantize_4bit, create_dynamic_map
-from minilora.quant import bounds
-from minilora.quant.double_quant import decompress_absmax, exact_mean_f32
+from minilora import qlora_experiments as Q
+from minilora.formats import FP8_E4M3, FP8_E5M2, decode
+from minilora.quant import bounds, create_dynamic_map, dequantize_4bit, quantize_4bit
+from minilora.quant.double_quant import compress_absmax, decompress_absmax, exact_mean_f32
+from minilora.show import log_ticks, show_source
 
 # %% [markdown]
 # ## The arithmetic: 0.5 → 0.127 bit per parameter
@@ -28,9 +30,9 @@ print(f"saved     : {plain - dq} bit/param")
 print(f"for a 65B-parameter model: {(plain - dq) * 65e9 / 8 / 1e9:.2f} GB saved")
 
 # %% [markdown]
-# 0.126953125 ≈ 0.127, as the paper says, and about 3 GB on a 65B model. The blog writes "8/16 + …":
-# that is a typo for 8/64 — with blocks of 16 the 8-bit constants alone would cost 0.5 bit per parameter
-# and there would be nothing to save.
+# 0.126953125 ≈ 0.127, as the paper says; the saving on a 65B model is printed above. The blog writes
+# "8/16 + …": that is a typo for 8/64 (`docs/errata.md`, erratum 9) — with blocks of 16 the 8-bit constants
+# alone would cost 0.5 bit per parameter and there would be nothing to save.
 #
 # ## Measured from the bytes actually stored
 #
@@ -48,16 +50,20 @@ for name, s in (("NF4", st), ("NF4 + DQ", st_dq)):
           f"{s.bits_per_param:>12.9f} {s.bits_per_param_total:>12.9f}")
 print("float32 original:", w.nbytes, "bytes;  compression", round(w.nbytes / st_dq.nbytes, 3), "x")
 print(st_dq)
+assert st.bits_per_param == 4 + plain and st_dq.bits_per_param == 4 + dq
+nblocks = st.absmax.size
+print(f"{nblocks:,d} float32 absmax values ({4 * nblocks:,d} bytes) become {st_dq.absmax.size:,d} uint8 codes plus "
+      f"{st_dq.state2.absmax.size:,d} second-level float32 scales; the constants add {st_dq.const_nbytes:,d} bytes")
 
 # %% [markdown]
-# The measured figures are exactly 4.5 and 4.126953125 bits per parameter: 262,144 float32 absmax values
-# (1 MiB) shrink to 262,144 uint8 codes plus 1,024 second-level float32 scales. The constants add 1,092
-# bytes for the whole matrix.
+# The measured figures are exactly 4 + 0.5 and 4 + 0.126953125 bits per parameter (asserted above), from the
+# array sizes printed.
 #
 # ## The 8-bit dynamic map
 #
 # The second level uses bitsandbytes' "dynamic" 8-bit type: a decimal exponent 10^(i−6) and a linear
-# fraction with 2^i steps. It spans 7 orders of magnitude — useful, because absmax − offset is centred on 0.
+# fraction with 2^i steps (`docs/facts.md` §3). It spans many orders of magnitude (printed below) — useful,
+# because absmax − offset is centred on 0.
 
 # %%
 m = create_dynamic_map()
@@ -72,7 +78,60 @@ ax2.semilogy(np.arange(pos.size), pos, ".", ms=3)
 ax2.set_xlabel("index among positive values")
 ax2.set_ylabel("value (log scale)")
 ax2.set_title(f"smallest magnitude {pos.min():.3g}, largest gap {np.diff(m).max():.4f}")
+log_ticks(ax2.yaxis, subs=(1.0,))
 plt.show()
+decades = np.log10(pos.max() / pos.min())
+print(f"positive values from {pos.min():.3g} to {pos.max():g}: {decades:.1f} orders of magnitude")
+
+# %% [markdown]
+# ### "8-bit floats" in the paper, the dynamic map in the code
+#
+# The QLoRA paper says the constants are quantized with "8-bit Floats"; the blog says FP8. What bitsandbytes
+# does — and so what every QLoRA checkpoint holds — is this dynamic map: `quantize_4bit(...,
+# compress_statistics=True)` calls `quantize_blockwise` without a code, and its default is
+# `create_dynamic_map()` (`docs/errata.md`, erratum 13). It is a floating-point type in the broad sense (a
+# sign, an exponent, a fraction), but not IEEE-style and not OCP's E4M3 or E5M2. Would E4M3 or E5M2, with
+# one float32 scale per 256 constants as well, have done as well? Measured on this matrix's scales:
+
+# %%
+absmax = st.absmax
+rec = decompress_absmax(st_dq.absmax, st_dq.offset, st_dq.state2)
+second_level = {"dynamic map (bitsandbytes)": rec, "FP8 E4M3": Q.fp8_compress_absmax(absmax, FP8_E4M3),
+                "FP8 E5M2": Q.fp8_compress_absmax(absmax, FP8_E5M2)}
+for name, r in second_level.items():
+    e = np.abs(r - absmax) / absmax
+    print(f"{name:>27}: absmax relative error mean {e.mean():.2e}, max {e.max():.2e}")
+best = min(second_level, key=lambda k: float(np.mean(np.abs(second_level[k] - absmax) / absmax)))
+print(f"lowest mean error: {best}")
+for name, fmt in (("FP8 E4M3", FP8_E4M3), ("FP8 E5M2", FP8_E5M2)):
+    v = decode(np.arange(256, dtype=np.uint8), fmt)
+    top = int(np.sum((np.abs(v) >= 0.1 * fmt.max) & (np.abs(v) <= fmt.max)))
+    print(f"{name}: {top} of its values lie in the top decade [0.1, 1] × max")
+print(f"dynamic map: {int(np.sum((np.abs(m) >= 0.1) & (np.abs(m) <= 1)))} of its values lie in [0.1, 1]")
+
+# %% [markdown]
+# The lines above say which 8-bit type reconstructs these scales best at the same storage, and one reason:
+# each block of centred scales is divided by its own largest magnitude, so most of them land within a decade
+# of ±1, where the dynamic map packs a linear fraction with many steps, while E4M3 and E5M2 keep a fixed,
+# coarser relative precision across all their binades.
+#
+# ## The code
+#
+# Double quantization is two small functions on top of the block-wise quantizer (`docs/facts.md` §3):
+
+# %%
+show_source(compress_absmax, decompress_absmax)
+
+# %% [markdown]
+# ### Build it yourself: the reconstruction formula
+#
+# `absmax[i] ≈ float32(code8[q[i]] · absmax2[i // 256]) + offset`, from the stored pieces, checked bit for bit:
+
+# %%
+q8, st2 = st_dq.absmax, st_dq.state2
+mine = (st2.code[q8] * np.repeat(st2.absmax, 256)[: q8.size]).astype(np.float32) + np.float32(st_dq.offset)
+assert np.array_equal(mine, rec)
+print(f"my reconstruction equals decompress_absmax on all {q8.size:,d} block scales")
 
 # %% [markdown]
 # ## What double quantization costs in accuracy
@@ -81,8 +140,6 @@ plt.show()
 # multiplied by does. Compare the reconstructed absmax and the dequantized weights with and without DQ:
 
 # %%
-absmax = st.absmax
-rec = decompress_absmax(st_dq.absmax, st_dq.offset, st_dq.state2)
 rel = np.abs(rec - absmax) / absmax
 w1, w2 = dequantize_4bit(packed, st), dequantize_4bit(packed_dq, st_dq)
 rmse1 = float(np.sqrt(np.mean((w1 - w) ** 2)))
@@ -90,35 +147,43 @@ rmse2 = float(np.sqrt(np.mean((w2 - w) ** 2)))
 print("same 4-bit codes:", np.array_equal(packed, packed_dq))
 print(f"offset = mean(absmax) = {float(st_dq.offset):.8g}")
 print(f"absmax relative error: mean {rel.mean():.2e}, max {rel.max():.2e}")
-print(f"weight RMSE: NF4 {rmse1:.6e} ({rmse1 / 0.02:.4f} σ), NF4 + DQ {rmse2:.6e}  (+{100 * (rmse2 / rmse1 - 1):.3f}%)")
+print(f"weight RMSE: NF4 {rmse1:.6e} ({rmse1 / 0.02:.4f} σ), NF4 + DQ {rmse2:.6e}  "
+      f"(+{100 * (rmse2 / rmse1 - 1):.3f}%)")
 bound = bounds.double_quant_absmax_bound(absmax, st_dq.offset, st_dq.state2.absmax, st_dq.state2.code)
-print(f"worst |absmax error| / its guaranteed bound: {float(np.max(np.abs(rec - absmax) / bound)):.5f}")
+worst = float(np.max(np.abs(rec - absmax) / bound))
+assert worst <= 1.0
+print(f"worst |absmax error| / its guaranteed bound: {worst:.5f}")
+print(f"a block's scale moves by {rel.mean():.2%} on average and {rel.max():.2%} at worst; the 4-bit rounding "
+      f"moves weights by {rmse1 / 0.02:.1%} of σ; DQ adds {100 * (rmse2 / rmse1 - 1):.3f} % to the weight RMSE "
+      f"and saves {plain - dq:.3f} bit per parameter")
 
 # %%
 fig, ax = plt.subplots(figsize=(6.5, 3.6))
 ax.hist(rel, bins=80, color="#59a14f")
 ax.set_xlabel("|â − a| / a  (relative error of a block's absmax)")
 ax.set_ylabel("blocks")
-ax.set_title("double quantization perturbs each block's scale slightly")
+ax.set_title("double quantization: relative error of each block's scale")
 plt.show()
 
 # %% [markdown]
-# A block's scale moves by about a tenth of a percent on average and about one percent at worst (the numbers
-# above), and the worst case sits right at the guaranteed bound of `minilora.quant.bounds`. The 4-bit rounding
-# itself moves weights by about 9% of σ, so the weight RMSE barely changes — for 0.373 bit per parameter saved.
+# The last printed lines put the two errors side by side: the scale error of double quantization against the
+# 4-bit rounding error it multiplies, and how close the worst block comes to the guarantee of
+# `minilora.quant.bounds` (the bound holds for every block; the assert checks it).
 #
 # ### The offset: correctly rounded
 #
 # bitsandbytes takes the offset as torch's float32 mean of absmax. A float32 mean depends on the order of the
 # additions: NumPy sums pairwise, torch in its own blocks, a plain loop one by one — and each can land away
-# from the exact mean (FACTS.md measured up to ~4 ulp for torch and NumPy; a running sum drifts much further). minilora takes the correctly rounded one, `float32(mean in float64)`:
+# from the exact mean (`docs/facts.md` §3: up to about 4 ulp for torch and NumPy; a running sum can drift
+# further). minilora takes the correctly rounded one, `float32(mean in float64)`:
 
 # %%
 exact = exact_mean_f32(absmax)
 candidates = {"NumPy pairwise float32": np.float32(absmax.mean(dtype=np.float32)),
               "sequential float32 sum": np.float32(np.cumsum(absmax, dtype=np.float32)[-1] / np.float32(absmax.size))}
 for name, v in candidates.items():
-    print(f"{name:>24}: {v!r}, {int(v.view(np.int32)) - int(exact.view(np.int32)):+d} ulp from the correctly rounded {exact!r}")
+    ulp = int(v.view(np.int32)) - int(exact.view(np.int32))
+    print(f"{name:>24}: {v!r}, {ulp:+d} ulp from the correctly rounded {exact!r}")
 
 # %% [markdown]
 # ## How do you know a quantizer is right?
