@@ -8,6 +8,7 @@ from matplotlib.patches import FancyArrowPatch, FancyBboxPatch, Polygon
 
 from minilora.figures import register
 from minilora.peft.config import LoraConfig, lora_parameter_count
+from minilora.show import log_ticks
 
 _FROZEN = "#9ecae1"
 _TRAIN = "#fdae6b"
@@ -28,15 +29,6 @@ def _roundoff_band(ax, floor: float, what: str = "loss") -> None:
     f = f"{floor:.0e}".replace("e-0", "e-")
     ax.text(0.99, floor / 5.5, f"{what} ≤ {f} is float32 round-off (it differs between CPUs): drawn at {f}",
             transform=ax.get_yaxis_transform(), ha="right", va="center", fontsize=7.5, color="0.35")
-
-
-def _log_ticks(ax) -> None:
-    """Label 1, 2 and 5 of every decade on a log y axis that spans only a decade or two."""
-    from matplotlib.ticker import LogLocator, NullFormatter, StrMethodFormatter
-
-    ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-    ax.yaxis.set_major_formatter(StrMethodFormatter("{x:g}"))
-    ax.yaxis.set_minor_formatter(NullFormatter())
 
 
 def _arrow(ax, xy0, xy1):
@@ -157,7 +149,7 @@ def lora_init() -> Figure:
         xlabel="step",
         ylabel="held-out cross-entropy",
     )
-    _log_ticks(ax_gpt)
+    log_ticks(ax_gpt.yaxis)
     ax_gpt.legend(fontsize=8)
     lrs = np.geomspace(1, 64, 7)
     for d, style in ((32, "-"), (128, "--")):
