@@ -96,13 +96,15 @@ def memory_verdicts(tiny: dict, llama: dict, negligible: float = 0.01) -> list[V
             what = "full fine-tuning" if method == "full" else "LoRA r=8 on q, v"
             verdict = SUPPORTED if frac >= negligible else NOT_SUPPORTED
             rows.append(Verdict(f"SGD (momentum 0.9) saves memory that matters: {label}, {what}",
-                                f"AdamW state {_bytes(t['AdamW'])}, SGD+momentum {_bytes(t['SGD, momentum 0.9'])}, "
-                                f"weights {_bytes(t['weights'])}: saves {100 * frac:.2g} % of weights + state",
+                                f"AdamW state {format_bytes(t['AdamW'])}, "
+                                f"SGD+momentum {format_bytes(t['SGD, momentum 0.9'])}, "
+                                f"weights {format_bytes(t['weights'])}: saves {100 * frac:.2g} % of weights + state",
                                 verdict))
     return rows
 
 
-def _bytes(b: float) -> str:
+def format_bytes(b: float) -> str:
+    """Bytes in decimal units, three significant digits: ``format_bytes(33554432)`` is ``"33.6 MB"``."""
     for unit, k in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
         if b >= k:
             return f"{b / k:.3g} {unit}"
@@ -158,10 +160,10 @@ def accumulation_verdicts(study: dict, tol: float = 1e-12) -> list[Verdict]:
                     f"max |Δ parameter| {d64:.1e} in float64 ({d32:.1e} in float32) after updates of up to "
                     f"{study['max_update']['float64']:.1e}", SUPPORTED if d64 < tol else NOT_SUPPORTED),
             Verdict(f"… with the activation memory of a batch of {b // k}",
-                    f"activations held for backward: {_bytes(acts['batch'])} at batch {b}, "
-                    f"{_bytes(acts['micro'])} at {b // k} ({acts['batch'] / acts['micro']:.2f}× less)",
+                    f"activations held for backward: {format_bytes(acts['batch'])} at batch {b}, "
+                    f"{format_bytes(acts['micro'])} at {b // k} ({acts['batch'] / acts['micro']:.2f}× less)",
                     SUPPORTED if acts["micro"] < acts["batch"] else NOT_SUPPORTED)]
 
 
-__all__ = ["MEMORY_OPTIMIZERS", "optimizer_memory", "llama_memory", "memory_verdicts", "accumulation_study",
-           "accumulation_verdicts"]
+__all__ = ["MEMORY_OPTIMIZERS", "format_bytes", "optimizer_memory", "llama_memory", "memory_verdicts",
+           "accumulation_study", "accumulation_verdicts"]

@@ -165,9 +165,11 @@ class Verdict:
 
 
 def verdict_table(rows: Sequence[Verdict]) -> str:
-    """A Markdown table of verdicts (the notebook displays it with ``IPython.display.Markdown``)."""
+    """A Markdown table of verdicts (the notebook displays it with ``IPython.display.Markdown``); a ``|`` inside
+    a cell is escaped so that it cannot split the row."""
+    cell = lambda text: str(text).replace("|", "\\|")
     lines = ["| claim | measured (mean ± std over seeds) | verdict |", "|---|---|---|"]
-    lines += [f"| {v.claim} | {v.result} | **{v.verdict}** |" for v in rows]
+    lines += [f"| {cell(v.claim)} | {cell(v.result)} | **{cell(v.verdict)}** |" for v in rows]
     return "\n".join(lines)
 
 

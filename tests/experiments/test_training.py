@@ -42,7 +42,7 @@ def test_make_optimizer_and_schedule_follow_the_recipe():
 def test_run_is_deterministic_and_memoised():
     a = T.run(TINY, seed=0)
     assert T.run(TINY, seed=0) is a  # memoised: the same object
-    fresh = T._run(TINY, 0, None, 0)
+    fresh = T._run(TINY, 0, None, ())
     assert fresh.loss == a.loss and fresh.exact_match == a.exact_match
     assert T.run(TINY, seed=1).loss != a.loss  # the seed draws A and the batches
     assert len(a.history.step) == TINY.steps and 0 < a.loss < 20 and 0 <= a.exact_match <= 1
@@ -51,8 +51,9 @@ def test_run_is_deterministic_and_memoised():
 def test_a_diverged_run_reports_inf(monkeypatch):
     from minilora.train import History
 
-    monkeypatch.setattr(T, "train", lambda *a, **k: History(eval_step=[4], eval_loss=[float("nan")]))
-    assert T._run(TINY, 0, None, 0).loss == math.inf  # so that the sweep ranks it last
+    monkeypatch.setattr(T, "train", lambda *a, **k: History())
+    monkeypatch.setattr(T, "evaluate", lambda *a, **k: float("nan"))
+    assert T._run(TINY, 0, None, ()).loss == math.inf  # so that the sweep ranks it last
 
 
 def test_tune_lr_extends_the_grid_while_the_best_is_at_an_end(monkeypatch):
@@ -115,9 +116,15 @@ def test_epoch_stream_passes_over_every_example_once_per_epoch():
 def test_an_E_epoch_run_is_the_prefix_of_a_longer_constant_run():
     rec = TINY.but(schedule="constant")
     stream, per_epoch = T.epoch_stream(32, 16, seed=0)
-    long = T.run(rec.but(steps=3 * per_epoch), 0, data_fn=stream, eval_every=per_epoch).history
+    long = T.run(rec.but(steps=3 * per_epoch), 0, data_fn=stream, eval_at=[per_epoch, 3 * per_epoch])
     short = T.run(rec.but(steps=per_epoch), 0, data_fn=stream)
-    assert long.eval_loss[0] == short.loss  # bit for bit: the repetition study's shortcut is exact
+    assert set(long.curve) == {per_epoch, 3 * per_epoch} and long.loss == long.curve[3 * per_epoch]
+    assert long.curve[per_epoch] == short.loss  # bit for bit: the repetition study's shortcut is exact
+
+
+def test_eval_at_must_lie_in_the_run():
+    with pytest.raises(ValueError, match="eval_at must lie in 1"):
+        T.run(TINY, 0, eval_at=[TINY.steps + 1])
 
 
 def test_repetition_study_and_verdicts():

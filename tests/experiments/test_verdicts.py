@@ -93,3 +93,5 @@ def test_verdict_table_is_markdown():
     table = verdict_table([Verdict("cosine helps SGD", "0.1 ± 0.01", SUPPORTED)])
     assert table.splitlines() == ["| claim | measured (mean ± std over seeds) | verdict |", "|---|---|---|",
                                   "| cosine helps SGD | 0.1 ± 0.01 | **supported** |"]
+    row = verdict_table([Verdict("a", "max |Δ| 1e-16", SUPPORTED)]).splitlines()[-1]
+    assert row == "| a | max \\|Δ\\| 1e-16 | **supported** |"  # escaped: the row keeps its three cells
