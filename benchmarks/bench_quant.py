@@ -43,11 +43,12 @@ def main() -> None:
     print(f"{args.size}x{args.size} float32, NF4, blocksize 64, best of {r} (cpus: {os.cpu_count()})")
 
     t_copy = best(lambda: x.copy(), r)
-    packed, st = quantize_4bit(x)
-    packed_dq, st_dq = quantize_4bit(x, compress_statistics=True)
+    packed, st = quantize_4bit(x, quant_type="nf4")
+    packed_dq, st_dq = quantize_4bit(x, quant_type="nf4", compress_statistics=True)
     ours = {
-        "quantize_4bit": best(lambda: quantize_4bit(x), r),
-        "quantize_4bit (double quant)": best(lambda: quantize_4bit(x, compress_statistics=True), r),
+        "quantize_4bit": best(lambda: quantize_4bit(x, quant_type="nf4"), r),
+        "quantize_4bit (double quant)": best(lambda: quantize_4bit(x, quant_type="nf4", compress_statistics=True),
+                                             r),
         "dequantize_4bit": best(lambda: dequantize_4bit(packed, st), r),
         "dequantize_4bit (double quant)": best(lambda: dequantize_4bit(packed_dq, st_dq), r),
     }

@@ -1,4 +1,4 @@
-"""Command line: ``python -m minilora {figures,pretrain,finetune,info} ...``.
+"""Command line: ``python -m minilora {figures,pretrain,finetune,quant-eval,info} ...``.
 
 Each subcommand lives in a small ``_cmd_*`` function; the library never imports this module.
 """
@@ -91,6 +91,10 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
 
 
 def _cmd_finetune(args: argparse.Namespace) -> int:
+    if args.base is not None:  # a Hugging Face GPT-2 checkpoint and a text file
+        from minilora.experiments.gpt2 import run_finetune
+
+        return run_finetune(args)
     from pathlib import Path
 
     import minilora
@@ -164,6 +168,12 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_quant_eval(args: argparse.Namespace) -> int:
+    from minilora.experiments.gpt2 import run_quant_eval
+
+    return run_quant_eval(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m minilora", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -202,8 +212,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--save", metavar="DIR", default=None,
-                   help="lora/qlora: write the adapter (PEFT format) to DIR; full: write DIR/model.npz (GPT.save)")
+                   help="lora/qlora: write the adapter (PEFT format) to DIR; full: write DIR/model.npz (GPT.save); "
+                        "with --base: the adapter for GPT2LMHeadModel, or the whole checkpoint (full)")
+    p.add_argument("--base", metavar="DIR", default=None,
+                   help="a Hugging Face GPT-2 checkpoint directory to fine-tune instead of the shipped base GPT")
+    p.add_argument("--text", metavar="FILE", default=None, help="with --base: the UTF-8 text to train on")
+    p.add_argument("--block-size", type=int, default=None, metavar="N",
+                   help="with --base: tokens per training block (default min(128, n_positions))")
     p.set_defaults(func=_cmd_finetune)
+
+    p = sub.add_parser("quant-eval", help="QLoRA's Table 2 on a GPT-2 checkpoint: held-out perplexity per format")
+    p.add_argument("--base", metavar="DIR", required=True, help="a Hugging Face GPT-2 checkpoint directory")
+    p.add_argument("--text", metavar="FILE", required=True, help="UTF-8 text; its last 10%% of blocks is scored")
+    p.add_argument("--blocksize", type=int, default=64, help="block size of the 4-bit formats (default 64)")
+    p.add_argument("--block-size", type=int, default=None, metavar="N",
+                   help="tokens per evaluation block (default min(128, n_positions))")
+    p.set_defaults(func=_cmd_quant_eval)
 
     p = sub.add_parser("info", help="print versions and the array backend")
     p.set_defaults(func=_cmd_info)

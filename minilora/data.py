@@ -12,6 +12,9 @@ greedy decoding reproduces the teacher-forced argmax whenever all of them are ri
 computes it. The base model (:func:`minilora.load_base_model`) is pretrained on :data:`PRETRAIN_TASKS`;
 :data:`HELDOUT_TASK` is never shown to it and is the fine-tuning target of the LoRA/QLoRA chapters.
 Chance exact match is ``10**-n``.
+
+Every array is drawn on the host (a ``numpy.random.Generator``, so a seed gives the same data on every
+backend) and returned on the current backend (:mod:`minilora.backend`).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from minilora import backend
 from minilora.nn.functional import IGNORE_INDEX
 
 # ----------------------------------------------------------------------------- token tasks
@@ -71,7 +75,8 @@ def task_batch(task: str | tuple[str, ...], batch_size: int, seed: int | np.rand
     seq = np.concatenate([task_ids[:, None], digits, np.full((batch_size, 1), SEP), answers], axis=1)
     idx, targets = seq[:, :-1].astype(np.int64), seq[:, 1:].astype(np.int64)
     targets[:, : n_digits + 1] = IGNORE_INDEX  # only the answer (after "=") is scored
-    return idx, targets
+    xp = backend.xp()
+    return xp.asarray(idx), xp.asarray(targets)
 
 
 def task_stream(task: str | tuple[str, ...], batch_size: int, seed: int = 0,
@@ -101,6 +106,7 @@ def accuracy(model, idx: np.ndarray, targets: np.ndarray) -> dict[str, float]:
         logits, _ = model.forward(idx)
     finally:
         model.train(was_training)
+    targets = backend.input_array(targets, "targets")
     mask = targets != IGNORE_INDEX
     right = (logits.argmax(axis=-1) == targets) | ~mask
     return {"token_acc": float(right[mask].mean()), "exact_match": float(right.all(axis=1).mean())}
@@ -114,13 +120,13 @@ def exact_match(model, task: str = HELDOUT_TASK, n: int = 512, seed: int = 12345
 
 def decode(ids) -> str:
     """Token ids as text: ``decode([13, 3, 1, 10, 1, 3])`` is ``"[sort] 3 1 = 1 3"``."""
-    return " ".join(VOCAB[int(i)] for i in np.asarray(ids).reshape(-1))
+    return " ".join(VOCAB[int(i)] for i in backend.to_numpy(ids).reshape(-1))
 
 
 # ----------------------------------------------------------------------------- low-rank teacher
 @dataclass(frozen=True)
 class LowRankTeacher:
-    """``W* = W0 + U V^T``: W0 (d_out, d_in) "pretrained", ``delta = U V^T`` of rank ``rank``."""
+    """``W* = W0 + U V^T``: W0 (d_out, d_in) "pretrained", ``delta = U V^T`` of rank ``rank`` (float64)."""
 
     w0: np.ndarray
     delta: np.ndarray
@@ -133,11 +139,12 @@ class LowRankTeacher:
 
     def sample(self, n: int, seed: int | np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
         """``(x, y)``: x ~ N(0, I) (n, d_in) float32, ``y = x W*^T + noise * N(0, 1)`` (n, d_out)."""
-        rng = _rng(seed)
+        xp, rng = backend.xp(), _rng(seed)
         d_out, d_in = self.w0.shape
-        x = rng.standard_normal((n, d_in))
-        y = x @ self.w_star.T + self.noise * rng.standard_normal((n, d_out))
-        return x.astype(np.float32), y.astype(np.float32)
+        x = xp.asarray(rng.standard_normal((n, d_in)))  # (n, d_in)
+        noise = xp.asarray(rng.standard_normal((n, d_out)))  # (n, d_out)
+        y = x @ self.w_star.T + self.noise * noise  # (n, d_out)
+        return x.astype(xp.float32), y.astype(xp.float32)
 
     def stream(self, batch_size: int, seed: int = 0) -> Callable[[int], tuple[np.ndarray, np.ndarray]]:
         """``data(i)`` for :func:`minilora.train.train`."""
@@ -156,10 +163,10 @@ def low_rank_teacher(d_in: int = 32, d_out: int = 32, rank: int = 4, noise: floa
     """
     if not 1 <= rank <= min(d_in, d_out):
         raise ValueError(f"rank must be in [1, min(d_in, d_out)={min(d_in, d_out)}], got {rank!r}")
-    rng = _rng(seed)
-    w0 = rng.standard_normal((d_out, d_in)) / np.sqrt(d_in)
-    u = rng.standard_normal((d_out, rank)) * scale / np.sqrt(d_out)
-    v = rng.standard_normal((d_in, rank)) / np.sqrt(d_in)
+    xp, rng = backend.xp(), _rng(seed)
+    w0 = xp.asarray(rng.standard_normal((d_out, d_in)) / np.sqrt(d_in))  # (d_out, d_in)
+    u = xp.asarray(rng.standard_normal((d_out, rank)) * scale / np.sqrt(d_out))  # (d_out, rank)
+    v = xp.asarray(rng.standard_normal((d_in, rank)) / np.sqrt(d_in))  # (d_in, rank)
     return LowRankTeacher(w0, u @ v.T, rank, float(noise))
 
 

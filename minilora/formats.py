@@ -22,7 +22,7 @@ shortened FP16 with inf and NaN; E4M3 ("fn") has no infinity and a single NaN pe
 :func:`encode` converts float32 to a format using only integer operations on the float32 bit
 pattern — ``.view``, shifts, masks and comparisons — so the rounding is visible step by step
 and the same code runs on CuPy. Semantics (those of PyTorch, ml_dtypes and NumPy, checked
-against all three by golden vectors; ``../shared/FACTS.md`` §1):
+against all three by golden vectors; ``docs/facts.md`` §1):
 
 * round to nearest, ties to even; subnormal results are kept (no flush to zero); ±0 keep their sign;
 * a finite value at or beyond the first overflow point becomes ±inf (FP16 from 65520, BF16 from
@@ -237,7 +237,30 @@ def _encode_magnitude(a: Any, fmt: FloatFormat, saturate: bool) -> Any:
     return xp.where(is_nan, xp.uint32(fmt.nan_bits), mag)
 
 
-def encode(x: Any, fmt: FloatFormat | str, saturate: bool = False) -> Any:
+def _check_out(out: Any, shape: tuple[int, ...], dtype: Any, func: str) -> Any:
+    """Validate a caller's ``out=`` array before anything is written: backend array, dtype, shape, layout."""
+    xp = backend.xp()
+    if not isinstance(out, xp.ndarray):
+        raise TypeError(f"{func}: out must be an array of the current backend ({backend.name()}), "
+                        f"got {type(out).__name__}")
+    if out.dtype != np.dtype(dtype):
+        raise TypeError(f"{func}: out must have dtype {np.dtype(dtype)} (what {func} returns), got {out.dtype}")
+    if tuple(out.shape) != tuple(shape):
+        raise ValueError(f"{func}: out must have shape {tuple(shape)}, got {tuple(out.shape)}")
+    if not out.flags.c_contiguous:
+        raise ValueError(f"{func}: out must be C-contiguous (it is written through a flat view)")
+    if not getattr(out.flags, "writeable", True):
+        raise ValueError(f"{func}: out is read-only")
+    return out
+
+
+def _work(n: int, *dtypes: Any) -> list[Any]:
+    """One work array per dtype, of ``n`` elements, reused by every cache block of one call."""
+    xp = backend.xp()
+    return [xp.empty(n, dtype=d) for d in dtypes]
+
+
+def encode(x: Any, fmt: FloatFormat | str, saturate: bool = False, *, out: Any = None) -> Any:
     """Encode float32 values as bit patterns of ``fmt``, rounding to nearest, ties to even.
 
     Parameters
@@ -249,11 +272,16 @@ def encode(x: Any, fmt: FloatFormat | str, saturate: bool = False) -> Any:
     saturate : bool
         If True, finite values that overflow become ±max instead of ±inf (±NaN for E4M3), and for
         E4M3, which has no inf, ±inf becomes ±448 (PyTorch's behaviour). Default False: ml_dtypes'.
+    out : array, optional
+        Where to write the result, as with NumPy ufuncs: a C-contiguous, writeable array of the current
+        backend with ``x``'s shape and dtype ``fmt.storage_dtype``; it is returned. It may share memory with
+        ``x`` (``x`` is then copied first). Saves the allocation (and, for a fresh array, the page faults)
+        of a new output.
 
     Returns
     -------
     bits : uint32 / uint16 / uint8 array of ``x``'s shape
-        The bit patterns (``fmt.storage_dtype``).
+        The bit patterns (``fmt.storage_dtype``); ``out`` when given.
 
     Notes
     -----
@@ -265,51 +293,70 @@ def encode(x: Any, fmt: FloatFormat | str, saturate: bool = False) -> Any:
     fmt = get_format(fmt)
     xp = backend.xp()
     x = _as_float32(x)
+    if out is not None:
+        _check_out(out, x.shape, fmt.storage_dtype, "encode")
+        if xp.may_share_memory(x, out):
+            x = x.copy()                      # as ufuncs do: the result of separate arrays
     shape = x.shape
     u = x.reshape(-1).view(xp.uint32)  # 1-D: array arithmetic wraps silently, 0-d scalars would warn
     if fmt == FP32:
-        out = xp.where(xp.isnan(x.reshape(-1)), xp.uint32(FP32.nan_bits), u & xp.uint32(_U32_ABS))
-        return (out | (u & xp.uint32(_U32_SIGN))).reshape(shape)
+        res = xp.where(xp.isnan(x.reshape(-1)), xp.uint32(FP32.nan_bits), u & xp.uint32(_U32_ABS))
+        res = (res | (u & xp.uint32(_U32_SIGN))).reshape(shape)
+        if out is None:
+            return res
+        out[...] = res
+        return out
 
-    out = xp.empty(u.size, dtype=fmt.storage_dtype)
+    flat = xp.empty(u.size, dtype=fmt.storage_dtype) if out is None else out.reshape(-1)
     # Cache blocking: a loop over blocks of _BLOCK elements (not over elements), so that the few
-    # working arrays of one block stay in the CPU cache between the in-place passes. On the GPU the
-    # whole array is one block.
-    step = u.size if xp is not np else _BLOCK
-    for start in range(0, u.size, max(step, 1)):
-        _encode_block(u[start:start + step], fmt, saturate, out[start:start + step])
-    return out.reshape(shape)
+    # working arrays of one block stay in the CPU cache between the in-place passes; they are allocated
+    # once per call (a fresh allocation per block would pay page faults again). On the GPU the whole
+    # array is one block.
+    step = max(u.size if xp is not np else min(_BLOCK, u.size), 1)
+    work = _work(step, xp.uint32, xp.uint32, xp.bool_, xp.bool_)
+    for start in range(0, u.size, step):
+        _encode_block(u[start:start + step], fmt, saturate, flat[start:start + step], work)
+    return flat.reshape(shape) if out is None else out
 
 
-def _encode_block(u: Any, fmt: FloatFormat, saturate: bool, out: Any) -> None:
-    """Encode float32 bits ``u`` (uint32, 1-D) into ``out`` (the format's storage dtype), in place."""
+def _encode_block(u: Any, fmt: FloatFormat, saturate: bool, out: Any, work: list[Any]) -> None:
+    """Encode float32 bits ``u`` (uint32, 1-D) into ``out`` (the format's storage dtype), in place.
+
+    ``work`` holds two uint32 and two bool arrays of at least ``u.size`` elements (scratch).
+    """
     xp = backend.xp()
+    n = u.size
+    bits, lsb, rare_mask, more = (w[:n] for w in work)
     sign_bit = 1 << (fmt.bits - 1)
     if fmt.exp_bits == 8:
         # BF16 shares float32's exponent: no re-biasing, and float32 subnormals become BF16 subnormals
         # by the same rounding. Round the 16 dropped bits half to even, sign included (only NaNs can
         # carry into the sign bit, and they are fixed below); overflow rounds up to inf by itself.
-        bits = u >> xp.uint32(16)
+        xp.right_shift(u, xp.uint32(16), out=bits)
         bits &= xp.uint32(1)
         bits += xp.uint32(0x7FFF)
         bits += u
         bits >>= xp.uint32(16)
-        rare_mask = (u & xp.uint32(_U32_ABS)) > xp.uint32(0x7F800000)  # NaN
+        xp.bitwise_and(u, xp.uint32(_U32_ABS), out=lsb)
+        xp.greater(lsb, xp.uint32(0x7F800000), out=rare_mask)  # NaN
         if saturate:
-            rare_mask |= (bits & xp.uint32(0x7FFF)) == xp.uint32(0x7F80)  # rounded to ±inf
+            xp.bitwise_and(bits, xp.uint32(0x7FFF), out=lsb)
+            xp.equal(lsb, xp.uint32(0x7F80), out=more)  # rounded to ±inf
+            rare_mask |= more
     else:
         # common case: normal in the target (step 1 of _encode_magnitude, in place on one buffer)
         shift = 23 - fmt.man_bits
         min_normal_bits = (128 - fmt.bias) << 23  # float32 bits of the target's smallest normal, 2^(1 − bias)
-        bits = u & xp.uint32(_U32_ABS)  # |x| as bits
-        rare_mask = bits < xp.uint32(min_normal_bits)  # subnormal in the target
+        xp.bitwise_and(u, xp.uint32(_U32_ABS), out=bits)  # |x| as bits
+        xp.less(bits, xp.uint32(min_normal_bits), out=rare_mask)  # subnormal in the target
         bits -= xp.uint32((127 - fmt.bias) << 23)  # re-bias the exponent (wraps for tiny |x|: fixed below)
-        lsb = bits >> xp.uint32(shift)
+        xp.right_shift(bits, xp.uint32(shift), out=lsb)
         lsb &= xp.uint32(1)
         lsb += xp.uint32((1 << (shift - 1)) - 1)  # + half − 1, + 1 more when the kept lsb is odd: ties to even
         bits += lsb
         bits >>= xp.uint32(shift)
-        rare_mask |= bits > xp.uint32(fmt.max_bits)  # overflow, inf, NaN
+        xp.greater(bits, xp.uint32(fmt.max_bits), out=more)  # overflow, inf, NaN
+        rare_mask |= more
         # sign: moved from bit 31 to the format's top bit, reusing the scratch buffer
         xp.right_shift(u, xp.uint32(32 - fmt.bits), out=lsb)
         lsb &= xp.uint32(sign_bit)
@@ -344,13 +391,16 @@ def _decode_general(b: Any, fmt: FloatFormat) -> Any:
     return xp.where(field == 0, sub_val, out).astype(xp.float32)
 
 
-def decode(bits: Any, fmt: FloatFormat | str) -> Any:
+def decode(bits: Any, fmt: FloatFormat | str, *, out: Any = None) -> Any:
     """Decode bit patterns of ``fmt`` to float32 (exact: every value of these formats fits in float32).
 
     Normal numbers are rebuilt by moving the fields into float32's positions; subnormals are
     ``mantissa · 2^(1 − bias − man_bits)`` (an exact float32 product); inf and NaN keep their
     sign, and NaN its payload shifted into float32's mantissa (a quiet NaN). BF16 is simply the top
     half of a float32: ``bits << 16``.
+
+    ``out``, optional: a C-contiguous, writeable float32 array of ``bits``' shape to write into (returned),
+    as with NumPy ufuncs; it may share memory with ``bits`` (which is then copied first).
     """
     fmt = get_format(fmt)
     xp = backend.xp()
@@ -361,45 +411,64 @@ def decode(bits: Any, fmt: FloatFormat | str) -> Any:
             int(bits.max()) >= (1 << fmt.bits) or int(bits.min()) < 0):
         raise ValueError(f"bits hold values outside [0, 2**{fmt.bits}) for {fmt.name}; "
                          f"pass {fmt.storage_dtype} patterns as returned by encode()")
+    if out is not None:
+        _check_out(out, bits.shape, np.float32, "decode")
+        if xp.may_share_memory(bits, out):
+            bits = bits.copy()
     shape = bits.shape
     flat = bits.reshape(-1)
+    res = xp.empty(flat.size, dtype=xp.uint32) if out is None else out.reshape(-1).view(xp.uint32)
     if fmt.exp_bits == 8:  # FP32, or BF16: the top half of a float32
-        b = flat.astype(xp.uint32)
+        res[...] = flat
         if fmt == BF16:
-            b &= xp.uint32(0xFFFF)
-            b <<= xp.uint32(16)
-        return b.view(xp.float32).reshape(shape)
-    out = xp.empty(flat.size, dtype=xp.uint32)
-    step = flat.size if xp is not np else _BLOCK  # cache blocking, as in encode
-    for start in range(0, flat.size, max(step, 1)):
-        _decode_block(flat[start:start + step], fmt, out[start:start + step])
-    return out.view(xp.float32).reshape(shape)
+            res &= xp.uint32(0xFFFF)
+            res <<= xp.uint32(16)
+        return res.view(xp.float32).reshape(shape) if out is None else out
+    step = max(flat.size if xp is not np else min(_BLOCK, flat.size), 1)  # cache blocking, as in encode
+    work = _work(step, xp.uint32, xp.uint32, xp.bool_)
+    for start in range(0, flat.size, step):
+        _decode_block(flat[start:start + step], fmt, res[start:start + step], work)
+    return res.view(xp.float32).reshape(shape) if out is None else out
 
 
-def _decode_block(bits: Any, fmt: FloatFormat, out: Any) -> None:
-    """Decode patterns ``bits`` (1-D) of a format with fewer than 8 exponent bits into ``out`` (uint32)."""
+def _decode_block(bits: Any, fmt: FloatFormat, out: Any, work: list[Any]) -> None:
+    """Decode patterns ``bits`` (1-D) of a format with fewer than 8 exponent bits into ``out`` (uint32).
+
+    ``work`` holds two uint32 and one bool array of at least ``bits.size`` elements (scratch).
+    """
     xp = backend.xp()
-    b = bits.astype(xp.uint32)
+    n = bits.size
+    b, sign, rare_mask = (w[:n] for w in work)
+    b[...] = bits
     b &= xp.uint32((1 << fmt.bits) - 1)
     # common case, in place: a normal number; move the fields into float32's places and re-bias
     m = fmt.man_bits
     xp.bitwise_and(b, xp.uint32((1 << (fmt.bits - 1)) - 1), out=out)
     out <<= xp.uint32(23 - m)
     out += xp.uint32((127 - fmt.bias) << 23)
-    sign = b >> xp.uint32(fmt.bits - 1)
+    xp.right_shift(b, xp.uint32(fmt.bits - 1), out=sign)
     sign <<= xp.uint32(31)
     out |= sign
     # the rest: exponent field 0 (zero, subnormal) or all ones (inf, NaN; for E4M3 also normals)
     field = xp.bitwise_and(b, xp.uint32(((1 << fmt.exp_bits) - 1) << m), out=sign)
     field -= xp.uint32(1 << m)  # 0 wraps to the top, so one comparison finds both ends
-    rare = xp.flatnonzero(field >= xp.uint32(((1 << fmt.exp_bits) - 2) << m))
+    xp.greater_equal(field, xp.uint32(((1 << fmt.exp_bits) - 2) << m), out=rare_mask)
+    rare = xp.flatnonzero(rare_mask)
     if rare.size:
         out[rare] = _decode_general(b[rare], fmt).view(xp.uint32)
 
 
-def round_to(x: Any, fmt: FloatFormat | str, saturate: bool = False) -> Any:
-    """Round float32 values to the nearest value of ``fmt`` (ties to even), returned as float32."""
-    return decode(encode(x, fmt, saturate=saturate), fmt)
+def round_to(x: Any, fmt: FloatFormat | str, saturate: bool = False, *, out: Any = None) -> Any:
+    """Round float32 values to the nearest value of ``fmt`` (ties to even), returned as float32.
+
+    ``out``, optional: a C-contiguous, writeable float32 array of ``x``'s shape (returned); ``out=x``
+    rounds in place.
+    """
+    fmt = get_format(fmt)
+    x = _as_float32(x)
+    if out is not None:
+        _check_out(out, x.shape, np.float32, "round_to")
+    return decode(encode(x, fmt, saturate=saturate), fmt, out=out)
 
 
 def fields(x: Any, fmt: FloatFormat | str, saturate: bool = False) -> tuple[Any, Any, Any]:

@@ -63,8 +63,7 @@ def _get(data: Batch | Callable[[int], Batch], i: int) -> Batch:
 
 
 def _tokens(x: np.ndarray) -> int:
-    """Positions processed: B*T for token ids, rows for feature matrices."""
-    x = np.asarray(x)
+    """Positions processed: B*T for token ids, rows for feature matrices (any backend's array)."""
     return int(x.size if np.issubdtype(x.dtype, np.integer) else x.shape[0])
 
 

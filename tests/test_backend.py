@@ -57,3 +57,93 @@ def test_cupy_formats_match_numpy():  # pragma: no cover - runs on GPU machines
     cp = backend.use("cupy")
     for f in (FP16, BF16, FP8_E4M3):
         assert np.array_equal(backend.to_numpy(encode(cp.asarray(x), f)), ref[f.name])
+
+
+# ----------------------------------------------------------------------------- the strict backend
+def test_strict_backend_is_selected_by_name_and_env():
+    from minilora.backend_strict import StrictArray
+
+    xp = backend.use("strict")
+    assert backend.name() == "strict" and xp.ndarray is StrictArray
+    assert backend.array_types() == (np.ndarray, StrictArray)
+    r = subprocess.run([sys.executable, "-c", "from minilora import backend; print(backend.name())"],
+                       env={"MINILORA_BACKEND": "strict"}, capture_output=True, text=True, check=True)
+    assert r.stdout.strip() == "strict"
+
+
+MIXING = {
+    "operator with a NumPy array": lambda xp, a: a + np.ones(3),
+    "reflected operator": lambda xp, a: np.ones(3) * a,
+    "comparison": lambda xp, a: a == np.ones(3),
+    "matmul": lambda xp, a: a @ np.ones(3),
+    "in-place": lambda xp, a: a.__iadd__(np.ones(3)),
+    "namespace function": lambda xp, a: xp.concatenate([a, np.ones((1, 3))]),
+    "ufunc": lambda xp, a: xp.maximum(a, np.ones(3)),
+    "NumPy index": lambda xp, a: a[np.array([0])],
+    "NumPy value assigned": lambda xp, a: a.__setitem__(0, np.ones(3)),
+}
+HOST = {
+    "np.asarray": lambda xp, a: np.asarray(a),
+    "np.array": lambda xp, a: np.array(a),
+    "a NumPy ufunc": lambda xp, a: np.exp(a),
+    "a NumPy function": lambda xp, a: np.concatenate([a, a]),
+    "a NumPy reduction": lambda xp, a: np.sum(a),
+    "np.testing": lambda xp, a: np.testing.assert_array_equal(a, a),
+    "float() of a non-scalar": lambda xp, a: float(a),
+}
+
+
+@pytest.mark.parametrize("what", list(MIXING))
+def test_strict_arrays_refuse_numpy_arrays(what):
+    xp = backend.use("strict")
+    a = xp.asarray(np.arange(6.0).reshape(2, 3))
+    with pytest.raises(TypeError, match="cannot be mixed|Unsupported"):
+        MIXING[what](xp, a)
+
+
+@pytest.mark.parametrize("what", list(HOST))
+def test_strict_arrays_refuse_implicit_conversion_to_host(what):
+    xp = backend.use("strict")
+    a = xp.asarray(np.arange(6.0).reshape(2, 3))
+    with pytest.raises(TypeError):
+        HOST[what](xp, a)
+
+
+def test_strict_refuses_host_memory_and_device_random():
+    xp = backend.use("strict")
+    a = xp.zeros(3)
+    for attr in ("data", "ctypes", "__array_interface__", "tobytes"):
+        with pytest.raises(AttributeError):
+            getattr(a, attr)
+    with pytest.raises(AttributeError, match="numpy.random.Generator on the host"):
+        getattr(xp, "random")  # noqa: B009 - the attribute access itself must raise
+
+
+def test_strict_explicit_transfers_and_numpy_results():
+    xp = backend.use("strict")
+    host = np.arange(6.0).reshape(2, 3)
+    a = xp.asarray(host)
+    host[0, 0] = 99.0  # a device copy: the host change does not show
+    assert isinstance(a, xp.ndarray) and float(a[0, 0]) == 0.0
+    ref = np.arange(6.0).reshape(2, 3)
+    np.testing.assert_array_equal(backend.to_numpy(xp.exp(a) @ a.T + 1.0), np.exp(ref) @ ref.T + 1.0)  # NumPy's bits
+    total = a.sum()  # a 0-d device array (CuPy's convention), convertible because it has one element
+    assert isinstance(total, xp.ndarray) and total.ndim == 0 and float(total) == 15.0 and int(a.max()) == 5
+    view = a.reshape(-1)[2:]
+    assert view.base is a.base  # views chain to the one host buffer that owns the memory
+    assert backend.to_numpy(view).base is None  # to_numpy copies
+
+
+@pytest.mark.parametrize("name", ["numpy", "strict"])
+def test_scatter_add_accumulates_repeated_indices(name):
+    xp = backend.use(name)
+    dst = xp.zeros((3, 2))
+    backend.scatter_add(dst, xp.asarray([0, 2, 0]), xp.asarray([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]))
+    np.testing.assert_array_equal(backend.to_numpy(dst), [[6.0, 8.0], [0.0, 0.0], [3.0, 4.0]])
+
+
+def test_is_array_and_to_numpy_on_strict():
+    xp = backend.use("strict")
+    a = xp.ones(2)
+    assert backend.is_array(a) and backend.is_array(np.ones(2)) and not backend.is_array([1.0])
+    assert isinstance(backend.to_numpy(a), np.ndarray) and xp.asnumpy(a).tolist() == [1.0, 1.0]

@@ -42,7 +42,7 @@ def _first_mismatch(got, want, x):
             f"got {got[j]!r}, want {want[j]!r}")
 
 
-# ---- constants are computed from the fields and equal FACTS.md §1 ----------------------------------
+# ---- constants are computed from the fields and equal docs/facts.md §1 ----------------------------------
 
 @pytest.mark.parametrize("fmt, mx, min_normal, min_sub, eps", [
     (FP32, 3.4028234663852886e38, 2.0**-126, 2.0**-149, 2.0**-23),
@@ -254,3 +254,87 @@ def test_running_sum_axis_and_independent_rows():
     s = running_sum(x, FP16, axis=1)
     assert s.shape == (3, 5) and (s[:, -1] == 5).all()
     np.testing.assert_array_equal(running_sum(x, FP16, axis=0)[-1], np.full(5, 3, np.float32))
+
+
+def test_golden_file_records_its_provenance():
+    from golden._meta import read_meta
+
+    info = read_meta(G)
+    assert info["generator"] == "tools/golden/formats.py" and not info["dirty"]
+    assert {"ml_dtypes", "torch", "numpy"} <= set(info["libraries"])
+
+
+# ---- out=: write into the caller's array, as NumPy ufuncs do -----------------------------------------
+
+N_OUT = 3 * (1 << 16) + 5          # several cache blocks and a partial one
+
+
+@pytest.fixture(scope="module")
+def out_x():
+    return random_float32_bits(N_OUT, seed=3).view(np.float32)
+
+
+@pytest.mark.parametrize("fmt", list(FORMATS.values()), ids=lambda f: f.name)
+@pytest.mark.parametrize("saturate", [False, True])
+def test_encode_out(fmt, saturate, out_x):
+    want = encode(out_x, fmt, saturate=saturate)
+    out = np.full(out_x.shape, 0xAB, fmt.storage_dtype)
+    got = encode(out_x, fmt, saturate=saturate, out=out)
+    assert got is out and np.array_equal(out, want)
+    x2 = out_x[:24].reshape(2, 3, 4)                          # any shape; 0-d too
+    o2 = np.empty((2, 3, 4), fmt.storage_dtype)
+    assert np.array_equal(encode(x2, fmt, out=o2), encode(x2, fmt))
+    o0 = np.empty((), fmt.storage_dtype)
+    assert encode(np.float32(1.5), fmt, out=o0) is o0 and o0 == encode(np.float32(1.5), fmt)
+
+
+@pytest.mark.parametrize("fmt", list(FORMATS.values()), ids=lambda f: f.name)
+def test_decode_and_round_to_out(fmt, out_x):
+    bits = encode(out_x, fmt)
+    out = np.full(bits.shape, np.nan, np.float32)
+    assert decode(bits, fmt, out=out) is out
+    assert np.array_equal(out.view(np.uint32), decode(bits, fmt).view(np.uint32))
+    out = np.empty_like(out_x)
+    assert round_to(out_x, fmt, out=out) is out
+    assert np.array_equal(out.view(np.uint32), round_to(out_x, fmt).view(np.uint32))
+
+
+@pytest.mark.parametrize("fmt", list(FORMATS.values()), ids=lambda f: f.name)
+def test_out_may_overlap_the_input(fmt, out_x):
+    """As with ufuncs, an ``out`` sharing memory with the input gives the result of separate arrays."""
+    want = encode(out_x, fmt)
+    x = out_x.copy()
+    out = x.view(fmt.storage_dtype)[: x.size]                 # the first bytes of x itself
+    assert np.array_equal(encode(x, fmt, out=out), want)
+    x = out_x.copy()
+    assert np.array_equal(round_to(x, fmt, out=x).view(np.uint32), round_to(out_x, fmt).view(np.uint32))
+    buf = np.empty(out_x.size, np.float32)                     # decode into the buffer holding the bits
+    bits = buf.view(fmt.storage_dtype)[-out_x.size:]
+    bits[...] = want
+    assert np.array_equal(decode(bits, fmt, out=buf).view(np.uint32), decode(want, fmt).view(np.uint32))
+
+
+@pytest.mark.parametrize("func", ["encode", "decode", "round_to"])
+def test_out_is_validated(func):
+    x = np.linspace(-3, 3, 12, dtype=np.float32).reshape(3, 4)
+    arg = encode(x, BF16) if func == "decode" else x
+    call = {"encode": lambda out: encode(arg, BF16, out=out), "decode": lambda out: decode(arg, BF16, out=out),
+            "round_to": lambda out: round_to(arg, BF16, out=out)}[func]
+    dtype = np.uint16 if func == "encode" else np.float32
+    wrong_dtype = np.float32 if func == "encode" else np.float64
+    with pytest.raises(TypeError, match=rf"out must have dtype {np.dtype(dtype)}.*got {np.dtype(wrong_dtype)}"):
+        call(np.empty((3, 4), wrong_dtype))
+    with pytest.raises(ValueError, match=r"out must have shape \(3, 4\), got \(4, 3\)"):
+        call(np.empty((4, 3), dtype))
+    with pytest.raises(ValueError, match="C-contiguous"):
+        call(np.empty((3, 8), dtype)[:, ::2])
+    ro = np.empty((3, 4), dtype)
+    ro.flags.writeable = False
+    with pytest.raises(ValueError, match="read-only"):
+        call(ro)
+    with pytest.raises(TypeError, match="out must be an array"):
+        call([[0] * 4] * 3)
+    before = np.full((4, 3), 7, dtype)
+    with pytest.raises(ValueError):
+        call(before)
+    assert np.all(before == 7)                                  # nothing half-written

@@ -1,4 +1,4 @@
-"""LLM.int8: vector-wise quantization and the outlier decomposition (FACTS §4)."""
+"""LLM.int8: vector-wise quantization and the outlier decomposition (docs/facts.md §4)."""
 
 import numpy as np
 import pytest
@@ -79,3 +79,5 @@ def test_bad_input():
         int8_matmul(np.ones((2, 3)), np.ones((4, 5)))
     with pytest.raises(ValueError, match="FP16"):
         int8_matmul(np.full((2, 3), 70000.0), np.ones((4, 3)))
+    with pytest.raises(ValueError, match=r"rescale must be one of \('bitsandbytes', 'exact'\), got '1/127'"):
+        int8_matmul(np.ones((2, 3)), np.ones((4, 3)), rescale="1/127")

@@ -5,7 +5,7 @@
 
 Each group is a module ``tools/golden/<group>.py`` with a ``make(out_dir) -> list[Path]``
 function. It needs torch, ml_dtypes, bitsandbytes and peft in a separate venv
-(see ../shared/FACTS.md §7 and the README's "Golden vectors" section); the tests that read the
+(see docs/facts.md §7 and the README's "Golden vectors" section); the tests that read the
 vectors need none of them.
 """
 

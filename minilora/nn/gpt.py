@@ -31,9 +31,10 @@ from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
+from minilora import backend
 from minilora.nn import functional as F
 from minilora.nn.module import Module, ModuleList
-from minilora.nn.modules import Block, Dropout, Embedding, LayerNorm, Linear
+from minilora.nn.modules import Block, Dropout, Embedding, LayerNorm, Linear, fill_random
 
 DTYPES = ("float32", "float64")
 
@@ -105,7 +106,7 @@ class GPT(Module):
                 p[...] = 0
             elif name.endswith("weight") and "ln" not in name:
                 std = resid_std if name.endswith(("o_proj.weight", "down_proj.weight")) else 0.02
-                p[...] = rng.normal(0.0, std, p.shape)
+                fill_random(p, lambda n, std=std: rng.normal(0.0, std, n))  # drawn on the host
         self.loss_cache = None
         self.input_grads: dict = {}
 
@@ -117,7 +118,7 @@ class GPT(Module):
             raise ValueError("give exactly one of idx (B, T) token ids and inputs_embeds (B, T, n_embd), "
                              f"got {'both' if idx is not None else 'neither'}")
         if idx is not None:
-            idx = np.asarray(idx)
+            idx = backend.input_array(idx, "idx")
             if idx.ndim != 2:
                 raise ValueError(f"idx must be a (B, T) integer array, got shape {idx.shape}")
             if not np.issubdtype(idx.dtype, np.integer):
@@ -128,7 +129,7 @@ class GPT(Module):
                 raise ValueError(f"idx values must be token ids in [0, vocab_size={c.vocab_size}), "
                                  f"got min {idx.min()} max {idx.max()}")
             return idx, None
-        inputs_embeds = np.asarray(inputs_embeds)
+        inputs_embeds = backend.input_array(inputs_embeds, "inputs_embeds")
         if inputs_embeds.ndim != 3 or inputs_embeds.shape[2] != c.n_embd or inputs_embeds.shape[1] < 1:
             raise ValueError(f"inputs_embeds must be a (B, T, n_embd={c.n_embd}) array with T >= 1, "
                              f"got shape {inputs_embeds.shape}")
@@ -141,7 +142,7 @@ class GPT(Module):
         if past_key_values is None:
             return None
         c = self.config
-        if isinstance(past_key_values, np.ndarray) or not hasattr(past_key_values, "__len__"):
+        if backend.is_array(past_key_values) or not hasattr(past_key_values, "__len__"):
             raise TypeError(f"past_key_values must be a sequence of n_layer={c.n_layer} (k, v) pairs, "
                             f"got {type(past_key_values).__name__}")
         if len(past_key_values) != c.n_layer:
@@ -149,11 +150,11 @@ class GPT(Module):
                              f"got {len(past_key_values)}")
         past, P, hs = [], None, c.n_embd // c.n_head
         for i, pair in enumerate(past_key_values):
-            if isinstance(pair, np.ndarray) or not hasattr(pair, "__len__") or len(pair) != 2:
+            if backend.is_array(pair) or not hasattr(pair, "__len__") or len(pair) != 2:
                 raise ValueError(f"past_key_values[{i}] must be a (k, v) pair, got {type(pair).__name__}")
             kv = []
             for j, a in enumerate(pair):
-                a = np.asarray(a)
+                a = backend.input_array(a, f"past_key_values[{i}][{j}]")
                 if P is None and a.ndim == 4:
                     P = a.shape[2]  # the prefix length, the same for every layer
                 if a.shape != (B, c.n_head, P, hs):
@@ -169,15 +170,15 @@ class GPT(Module):
 
     def _check_positions(self, position_ids, B: int, T: int, P: int, name: str) -> np.ndarray:
         """``arange(P, P + T)`` by default; an override must be (T,) or (B, T) ints in [0, block_size)."""
-        c = self.config
+        c, xp = self.config, backend.xp()
         if P + T > c.block_size:
             if P:
                 raise ValueError(f"past_key_values length P={P} + {name} sequence length T={T} is {P + T}; "
                                  f"P + T must be at most block_size={c.block_size}")
             raise ValueError(f"{name} has sequence length {T}; it must be at most block_size={c.block_size}")
         if position_ids is None:
-            return np.arange(P, P + T)
-        pos = np.asarray(position_ids)
+            return xp.arange(P, P + T)
+        pos = backend.input_array(position_ids, "position_ids")
         if pos.shape not in ((T,), (B, T)):
             raise ValueError(f"position_ids must have shape (T,) = ({T},) or (B, T) = ({B}, {T}), got {pos.shape}")
         if not np.issubdtype(pos.dtype, np.integer):
@@ -191,7 +192,7 @@ class GPT(Module):
         if targets is None:
             return None
         c = self.config
-        targets = np.asarray(targets)
+        targets = backend.input_array(targets, "targets")
         if targets.shape != (B, T):
             raise ValueError(f"targets must have the shape (B, T) = {(B, T)} of the input, got {targets.shape}")
         if not np.issubdtype(targets.dtype, np.integer):
@@ -243,8 +244,7 @@ class GPT(Module):
         self.cache = (idx is not None, pos.ndim, past is not None, head_cache)
         loss = None
         if targets is not None:
-            # the softmax (cached) and dlogits live in work buffers: both stay inside the model
-            loss, self.loss_cache = F.cross_entropy_forward(logits, targets, alloc=self._buf)
+            loss, self.loss_cache = F.cross_entropy_forward(logits, targets)
         return logits, loss
 
     def backward(self, dloss: float = 1.0) -> None:
@@ -255,7 +255,7 @@ class GPT(Module):
         if self.loss_cache is None:
             raise ValueError("backward() needs a forward(idx, targets) with targets first")
         from_ids, pos_ndim, has_past, head_cache = self.cache
-        dlogits = F.cross_entropy_backward(dloss, self.loss_cache, self._buf)  # (B, T, V)
+        dlogits = F.cross_entropy_backward(dloss, self.loss_cache)  # (B, T, V)
         self.loss_cache = self.cache = None
         if self.config.tie_word_embeddings:  # the head's weight gradient adds into wte's one gradient
             dh, dw, _ = F.linear_backward(dlogits, head_cache, need_dw=self.wte.needs_grad("weight"))
@@ -290,25 +290,25 @@ class GPT(Module):
             raise ValueError(f"temperature must be >= 0, got {temperature!r}")
         if top_k is not None and not 1 <= top_k <= self.config.vocab_size:
             raise ValueError(f"top_k must be in [1, {self.config.vocab_size}] or None, got {top_k!r}")
-        rng = np.random.default_rng(seed)
+        xp, rng = backend.xp(), np.random.default_rng(seed)
         was_training = self.training
         self.eval()
-        idx = np.asarray(idx)
+        idx = backend.input_array(idx, "idx")
         try:
             for _ in range(max_new_tokens):
                 logits, _ = self.forward(idx[:, -self.config.block_size:])
-                logits = logits[:, -1, :].astype(np.float64)  # (B, V)
+                logits = logits[:, -1, :].astype(xp.float64)  # (B, V)
                 if temperature == 0:
                     nxt = logits.argmax(axis=-1)
                 else:
                     logits = logits / temperature
                     if top_k is not None:
-                        kth = np.sort(logits, axis=-1)[:, -top_k][:, None]
-                        logits = np.where(logits < kth, -np.inf, logits)
-                    p, _ = F.softmax_forward(logits)
-                    nxt = (p.cumsum(axis=-1) < rng.random((p.shape[0], 1))).sum(axis=-1)
-                    nxt = np.minimum(nxt, self.config.vocab_size - 1)
-                idx = np.concatenate([idx, nxt[:, None].astype(idx.dtype)], axis=1)
+                        kth = xp.sort(logits, axis=-1)[:, -top_k][:, None]
+                        logits = xp.where(logits < kth, -xp.inf, logits)
+                    p = F.softmax(logits)  # (B, V)
+                    u = xp.asarray(rng.random((p.shape[0], 1)))  # drawn on the host: the same on every backend
+                    nxt = xp.minimum((p.cumsum(axis=-1) < u).sum(axis=-1), self.config.vocab_size - 1)
+                idx = xp.concatenate([idx, nxt[:, None].astype(idx.dtype)], axis=1)
         finally:
             self.train(was_training)
             self.loss_cache = None
@@ -316,9 +316,9 @@ class GPT(Module):
 
     # ------------------------------------------------------------------ files
     def save(self, path: str | os.PathLike) -> None:
-        """Write the config and state_dict to an ``.npz`` (no pickle)."""
+        """Write the config and state_dict to an ``.npz`` (no pickle; arrays copied to the host)."""
         arrays = {f"config.{k}": np.asarray(v) for k, v in asdict(self.config).items()}
-        np.savez_compressed(path, **arrays, **self.state_dict())
+        np.savez_compressed(path, **arrays, **{k: backend.to_numpy(v) for k, v in self.state_dict().items()})
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> GPT:
@@ -334,6 +334,20 @@ class GPT(Module):
             model = cls(GPTConfig(**cfg), seed=0)
             model.load_state_dict({k: f[k] for k in f.files if not k.startswith("config.")})
         return model
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike, dtype: str = "float32") -> GPT:
+        """Load a Hugging Face GPT-2 checkpoint directory (config.json + safetensors); see :mod:`minilora.hf`."""
+        from minilora.hf.gpt2 import from_pretrained  # lazy: the engine does not depend on file formats
+
+        return from_pretrained(path, dtype=dtype)
+
+    def save_pretrained(self, path: str | os.PathLike) -> None:
+        """Write a Hugging Face GPT-2 checkpoint directory that ``GPT2LMHeadModel`` loads (a QLoRA model: its
+        4-bit base + adapter, read back by :meth:`from_pretrained`); see :mod:`minilora.hf`."""
+        from minilora.hf.gpt2 import save_pretrained
+
+        save_pretrained(self, path)
 
     def extra_repr(self) -> str:
         c = self.config

@@ -23,6 +23,8 @@ Two entry points:
 * :func:`gradcheck` for a :class:`~minilora.nn.module.Module` (every trainable parameter and the
   input), or for a model whose ``forward(x, targets)`` returns ``(out, loss)`` and ``backward()`` takes no
   argument (pass ``targets``).
+
+Both run on any backend (:mod:`minilora.backend`); the errors are computed on the host.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from minilora import backend
 from minilora.nn.module import Module
 
 FLOOR = 1e-4
@@ -39,8 +42,9 @@ H = 1e-5
 
 
 def rel_error(analytic: np.ndarray, numeric: np.ndarray, floor: float = FLOOR) -> float:
-    """``max|a - n| / max(max|a|, max|n|, floor)``."""
-    a, n = np.asarray(analytic, np.float64), np.asarray(numeric, np.float64)
+    """``max|a - n| / max(max|a|, max|n|, floor)`` (host work: both are copied to NumPy float64)."""
+    a = backend.to_numpy(analytic).astype(np.float64)
+    n = backend.to_numpy(numeric).astype(np.float64)
     if a.shape != n.shape:
         raise ValueError(f"analytic and numeric gradients differ in shape: {a.shape} vs {n.shape}")
     scale = max(np.abs(a).max(initial=0.0), np.abs(n).max(initial=0.0))
@@ -49,12 +53,13 @@ def rel_error(analytic: np.ndarray, numeric: np.ndarray, floor: float = FLOOR) -
 
 def numeric_grad(f: Callable[[], float], x: np.ndarray, h: float = H) -> np.ndarray:
     """Central-difference gradient of the scalar ``f()`` with respect to ``x``, perturbed in place."""
-    g = np.zeros_like(x, dtype=np.float64)
+    xp = backend.xp()
+    g = xp.zeros_like(x, dtype=xp.float64)
     flat, gflat = x.reshape(-1), g.reshape(-1)
-    if not np.shares_memory(flat, x):
+    if not xp.shares_memory(flat, x):
         raise ValueError("x must be contiguous so that it can be perturbed in place")
     for i in range(flat.size):  # one coordinate at a time: this is the slow reference, on tiny inputs
-        old = flat[i]
+        old = float(flat[i])  # a Python copy: on CuPy, flat[i] is a view that the next line would change
         flat[i] = old + h
         fp = f()
         flat[i] = old - h
@@ -62,6 +67,11 @@ def numeric_grad(f: Callable[[], float], x: np.ndarray, h: float = H) -> np.ndar
         flat[i] = old
         gflat[i] = (fp - fm) / (2 * h)
     return g
+
+
+def _random_like(out, seed: int):
+    """A fixed float64 upstream gradient shaped like ``out``, drawn on the host, on the current backend."""
+    return backend.xp().asarray(np.random.default_rng(seed).standard_normal(out.shape))
 
 
 def check_function(forward: Callable[..., tuple[Any, Any]], backward: Callable[[Any, Any], Any],
@@ -82,13 +92,13 @@ def check_function(forward: Callable[..., tuple[Any, Any]], backward: Callable[[
     """
     inputs = list(inputs)
     if wrt is None:
-        wrt = [i for i, a in enumerate(inputs) if isinstance(a, np.ndarray) and a.dtype.kind == "f"]
+        wrt = [i for i, a in enumerate(inputs) if backend.is_array(a) and a.dtype.kind == "f"]
     for i in wrt:
         if inputs[i].dtype != np.float64:
             raise TypeError(f"inputs[{i}] must be float64 for a gradient check, got {inputs[i].dtype}")
     out, cache = forward(*inputs)
-    scalar = np.ndim(out) == 0
-    dout = 1.0 if scalar else np.random.default_rng(seed).standard_normal(np.shape(out))
+    scalar = not backend.is_array(out) or out.ndim == 0
+    dout = 1.0 if scalar else _random_like(out, seed)
     grads = backward(dout, cache)
     grads = grads if isinstance(grads, tuple) else (grads,)
     if len(grads) < len(wrt):
@@ -119,7 +129,7 @@ def gradcheck(module: Module, x: np.ndarray, targets: np.ndarray | None = None, 
         raise TypeError(f"module must be float64 for a gradient check (call .to('float64')), "
                         f"got {module.dtype}")
     if targets is None:
-        dout = np.random.default_rng(seed).standard_normal(np.shape(module.forward(x)))
+        dout = _random_like(module.forward(x), seed)
         loss = lambda: float((module.forward(x) * dout).sum())
         module.zero_grad()
         module.forward(x)
@@ -132,6 +142,6 @@ def gradcheck(module: Module, x: np.ndarray, targets: np.ndarray | None = None, 
     grads = {k: g.copy() for k, g in module.grads.items()}
     params = module.params
     report = {k: rel_error(grads[k], numeric_grad(loss, params[k], h)) for k in module.trainable_names()}
-    if check_input and isinstance(x, np.ndarray) and x.dtype.kind == "f" and dx is not None:
+    if check_input and backend.is_array(x) and x.dtype.kind == "f" and dx is not None:
         report["input"] = rel_error(dx, numeric_grad(loss, x, h))
     return report

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from minilora import backend
 from minilora.nn import functional as F
 from minilora.nn.modules import MLP
 
@@ -27,7 +28,7 @@ class MLPRegressor(MLP):
         y = super().forward(x)
         loss = None
         if targets is not None:
-            targets = np.asarray(targets)
+            targets = backend.input_array(targets, "targets")
             if targets.shape != y.shape:
                 raise ValueError(f"targets must have shape {y.shape}, got {targets.shape}")
             loss, self.loss_cache = F.mse_forward(y, targets)

@@ -25,14 +25,12 @@ children
 ``training`` flag
     :meth:`train` / :meth:`eval` set it on the whole tree (dropout reads it).
 ``to(dtype)``
-    Casts every parameter (``"float64"`` for gradient checks) and drops gradients, caches and work buffers.
-work buffers
-    ``_buf(name, shape, dtype)`` returns an array the module keeps and hands back on the next call with
-    the same name, shape and dtype, so large intermediates reuse the same memory every training step
-    (fresh large arrays cost page faults each step: the C allocator returns freed memory to the OS).
-    Its contents are overwritten on the module's next forward/backward, so a buffer only ever holds a
-    module's *internal* values (caches and temporaries, e.g. the GELU output inside an MLP), never an
-    array that ``forward`` or ``backward`` returns: those are always fresh, owned by the caller.
+    Casts every parameter (``"float64"`` for gradient checks) and drops gradients and caches.
+caches
+    A cache holds arrays that belong to it: no module keeps another module's work buffer, and a forward
+    allocates what it returns, so a second forward before the backward leaves the first one's cache
+    intact (``tests/nn/test_caches.py``), and the arrays a model keeps are its parameters, gradients and
+    caches, nothing else (what :mod:`minilora.peft.memory` counts).
 
 Departure from PyTorch: no autograd graph. Each module's ``backward`` is written by hand and must be
 called in reverse order of the forwards (a model's ``backward`` does that for its children).
@@ -45,6 +43,8 @@ from typing import Any
 
 import numpy as np
 
+from minilora import backend
+
 
 class Module:
     """Base class: own parameters in ``_params``, children in ``_modules``, the protocol above."""
@@ -56,14 +56,6 @@ class Module:
         object.__setattr__(self, "_modules", {})
         object.__setattr__(self, "training", True)
         object.__setattr__(self, "cache", None)
-        object.__setattr__(self, "_bufs", {})
-
-    def _buf(self, name: str, shape: tuple[int, ...], dtype) -> np.ndarray:
-        """A work buffer kept across calls (uninitialised, overwritten by the caller; see the protocol)."""
-        buf = self._bufs.get(name)
-        if buf is None or buf.shape != tuple(shape) or buf.dtype != dtype:
-            self._bufs[name] = buf = np.empty(shape, dtype=dtype)
-        return buf
 
     # ------------------------------------------------------------------ registration
     def __setattr__(self, name: str, value: Any) -> None:
@@ -135,23 +127,27 @@ class Module:
         return {p + k: g for p, mod in self._walk() for k, g in mod._grads.items() if mod._trainable[k]}
 
     def state_dict(self) -> dict[str, np.ndarray]:
-        """Copies of all parameters, keyed like :attr:`params`."""
+        """Copies of all parameters, keyed like :attr:`params` (on the model's backend)."""
         return {k: v.copy() for k, v in self.params.items()}
 
     def load_state_dict(self, state: dict[str, np.ndarray], strict: bool = True) -> None:
-        """Copy arrays into the parameters in place; shapes must match; with ``strict`` the names too."""
+        """Copy arrays into the parameters in place; shapes must match; with ``strict`` the names too.
+
+        The arrays may be host (NumPy) or backend arrays; they are moved to the backend and cast to each
+        parameter's dtype.
+        """
         params = self.params
         missing = sorted(set(params) - set(state))
         unexpected = sorted(set(state) - set(params))
         if strict and (missing or unexpected):
             raise ValueError(f"state_dict names do not match: missing {missing}, unexpected {unexpected}")
-        for k, v in state.items():
-            if k not in params:
-                continue
-            v = np.asarray(v)
+        xp = backend.xp()
+        arrays = {k: xp.asarray(v) for k, v in state.items() if k in params}
+        for k, v in arrays.items():  # every shape checked before anything is copied
             if v.shape != params[k].shape:
                 raise ValueError(f"state_dict[{k!r}] has shape {v.shape}, "
                                  f"the parameter has {params[k].shape}")
+        for k, v in arrays.items():
             params[k][...] = v
 
     def _locate(self, name: str) -> tuple[Module, str]:
@@ -198,6 +194,7 @@ class Module:
     # ------------------------------------------------------------------ gradients
     def zero_grad(self) -> None:
         """Set the gradient of every trainable parameter to zero (buffers reused); drop frozen ones."""
+        xp = backend.xp()
         for _, mod in self.named_modules():
             for k, p in mod._params.items():
                 if not mod._trainable[k]:
@@ -205,7 +202,7 @@ class Module:
                 elif k in mod._grads and mod._grads[k].shape == p.shape and mod._grads[k].dtype == p.dtype:
                     mod._grads[k].fill(0)
                 else:
-                    mod._grads[k] = np.zeros_like(p)
+                    mod._grads[k] = xp.zeros_like(p)
 
     def accumulate_grad(self, name: str, g: np.ndarray | None) -> None:
         """Add ``g`` into the gradient of own trainable parameter ``name`` (no-op when frozen or None)."""
@@ -213,7 +210,7 @@ class Module:
             return
         buf = self._grads.get(name)
         if buf is None:
-            self._grads[name] = np.array(g, dtype=self._params[name].dtype)
+            self._grads[name] = backend.xp().array(g, dtype=self._params[name].dtype)
         else:
             buf += g
 
@@ -234,7 +231,6 @@ class Module:
             for k in list(mod._params):
                 mod._params[k] = mod._params[k].astype(dtype)
             mod._grads.clear()
-            mod._bufs.clear()
             object.__setattr__(mod, "cache", None)
         return self
 

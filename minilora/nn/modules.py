@@ -8,7 +8,9 @@ in :mod:`minilora.nn.functional`; these classes hold parameters and route gradie
 Initialisation follows PyTorch's defaults (``nn.Linear``: weight and bias ~ U(-1/sqrt(in), 1/sqrt(in));
 ``nn.Embedding``: N(0, 1); ``nn.LayerNorm``: ones and zeros). The GPT re-initialises its weights the
 GPT-2 way (:mod:`minilora.nn.gpt`). Every constructor takes ``seed``: an int, a
-``numpy.random.Generator`` (shared by the children, drawn in construction order) or None.
+``numpy.random.Generator`` (shared by the children, drawn in construction order) or None. The draws are
+made on the host and the parameters moved to the current backend (:mod:`minilora.backend`), so a seed gives
+the same weights on every backend.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from minilora import backend
 from minilora.nn import functional as F
 from minilora.nn.module import Module, ModuleList
 
@@ -26,6 +29,30 @@ Seed = int | np.random.Generator | None
 
 def _rng(seed: Seed) -> np.random.Generator:
     return seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+
+
+#: elements drawn at a time when a parameter is filled with random values (see :func:`fill_random`)
+DRAW_CHUNK = 4096
+
+
+def fill_random(out, draw) -> None:
+    """Fill the backend array ``out`` in place with ``draw(n)`` values (a host ``Generator`` method).
+
+    The values are drawn ``DRAW_CHUNK`` at a time in C order, which gives exactly the numbers of one draw of
+    the whole shape (a Generator's stream is sequential), while the float64 host temporary stays small: a model
+    built only to be overwritten by a checkpoint then holds at most one extra copy of its weights.
+    """
+    xp, flat = backend.xp(), out.reshape(-1)  # a view: out is contiguous
+    for start in range(0, flat.size, DRAW_CHUNK):
+        n = min(DRAW_CHUNK, flat.size - start)
+        flat[start:start + n] = xp.asarray(draw(n), dtype=out.dtype)
+
+
+def random_array(shape: tuple[int, ...], dtype, draw):
+    """A new backend array of ``shape`` and ``dtype`` filled by :func:`fill_random`."""
+    out = backend.xp().empty(shape, dtype=dtype)
+    fill_random(out, draw)
+    return out
 
 
 def _check_dim(name: str, x: np.ndarray, size: int) -> None:
@@ -51,9 +78,10 @@ class Linear(Module):
             raise ValueError(f"in_features and out_features must be >= 1, got {in_features}, {out_features}")
         self.in_features, self.out_features = int(in_features), int(out_features)
         rng, bound = _rng(seed), 1.0 / math.sqrt(in_features)
-        self.add_param("weight", rng.uniform(-bound, bound, (out_features, in_features)).astype(dtype))
+        uniform = lambda n: rng.uniform(-bound, bound, n)  # U(-1/sqrt(in), 1/sqrt(in)), drawn on the host
+        self.add_param("weight", random_array((out_features, in_features), dtype, uniform))
         if bias:
-            self.add_param("bias", rng.uniform(-bound, bound, out_features).astype(dtype))
+            self.add_param("bias", random_array((out_features,), dtype, uniform))
 
     @property
     def weight(self) -> np.ndarray:
@@ -89,7 +117,8 @@ class Embedding(Module):
     def __init__(self, num_embeddings: int, embedding_dim: int, seed: Seed = None, dtype: str = "float32"):
         super().__init__()
         self.num_embeddings, self.embedding_dim = int(num_embeddings), int(embedding_dim)
-        self.add_param("weight", _rng(seed).standard_normal((num_embeddings, embedding_dim)).astype(dtype))
+        rng = _rng(seed)
+        self.add_param("weight", random_array((num_embeddings, embedding_dim), dtype, rng.standard_normal))
 
     @property
     def weight(self) -> np.ndarray:
@@ -97,7 +126,7 @@ class Embedding(Module):
 
     def forward(self, idx: np.ndarray) -> np.ndarray:
         """idx: integer array (...) with values in [0, num_embeddings) -> (..., embedding_dim)."""
-        idx = np.asarray(idx)
+        idx = backend.input_array(idx, "idx")
         if not np.issubdtype(idx.dtype, np.integer):
             raise TypeError(f"idx must be an integer array, got dtype {idx.dtype}")
         if idx.size and (idx.min() < 0 or idx.max() >= self.num_embeddings):
@@ -123,14 +152,13 @@ class LayerNorm(Module):
     def __init__(self, n: int, eps: float = F.LN_EPS, dtype: str = "float32") -> None:
         super().__init__()
         self.n, self.eps = int(n), float(eps)
-        self.add_param("weight", np.ones(n, dtype=dtype))
-        self.add_param("bias", np.zeros(n, dtype=dtype))
+        xp = backend.xp()
+        self.add_param("weight", xp.ones(n, dtype=dtype))
+        self.add_param("bias", xp.zeros(n, dtype=dtype))
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         _check_dim("x", x, self.n)
-        # norm (cached for backward) lives in a work buffer; out is fresh
-        out, self.cache = F.layernorm_forward(x, self._params["weight"], self._params["bias"], self.eps,
-                                              self._buf)
+        out, self.cache = F.layernorm_forward(x, self._params["weight"], self._params["bias"], self.eps)
         return out
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
@@ -197,16 +225,12 @@ class MLP(Module):
         for name, d_in, d_out in zip(self.layer_names, sizes[:-1], sizes[1:]):
             setattr(self, name, Linear(d_in, d_out, bias=bias, seed=rng, dtype=dtype))
 
-    def _alloc(self, i: int):
-        """``alloc`` for the i-th activation: its intermediates live in this MLP's work buffers."""
-        return lambda name, shape, dtype: self._buf(f"{name}{i}", shape, dtype)
-
     def forward(self, x: np.ndarray) -> np.ndarray:
         act, caches = ACTIVATIONS[self.activation][0], []
         for i, name in enumerate(self.layer_names):
             x = getattr(self, name).forward(x)
             if i < len(self.layer_names) - 1:
-                x, c = act(x, self._alloc(i))  # x: a work buffer, kept by the next layer's cache
+                x, c = act(x)
                 caches.append(c)
         self.cache = caches
         return x
@@ -216,7 +240,7 @@ class MLP(Module):
         for i in reversed(range(len(self.layer_names))):
             dout = getattr(self, self.layer_names[i]).backward(dout)
             if i > 0:
-                dout = act_bwd(dout, caches[i - 1], self._alloc(i - 1))
+                dout = act_bwd(dout, caches[i - 1])
         self.cache = None
         return dout
 
@@ -281,20 +305,13 @@ class Block(Module):
 
     def forward(self, x: np.ndarray, past_kv: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
         """x: (B, T, C) -> (B, T, C); ``past_kv`` goes to the attention (see :class:`CausalSelfAttention`)."""
-        # each branch returns a fresh array (a Linear's output) that only we hold: add the residual into it
-        h = self.attn.forward(self.ln_1.forward(x), past_kv)  # (B, T, C)
-        h += x
-        out = self.mlp_drop.forward(self.mlp.forward(self.ln_2.forward(h)))  # (B, T, C)
-        out += h
-        return out
+        h = x + self.attn.forward(self.ln_1.forward(x), past_kv)  # (B, T, C)
+        return h + self.mlp_drop.forward(self.mlp.forward(self.ln_2.forward(h)))  # (B, T, C)
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
-        # LayerNorm.backward returns a fresh array: the residual gradients are added into it in place
-        dx = self.ln_2.backward(self.mlp.backward(self.mlp_drop.backward(dout)))
-        dx += dout
-        dx_attn = self.ln_1.backward(self.attn.backward(dx))
-        dx_attn += dx
-        return dx_attn
+        """The residual connections add the gradient that skips each branch to the one through it."""
+        dh = dout + self.ln_2.backward(self.mlp.backward(self.mlp_drop.backward(dout)))  # (B, T, C)
+        return dh + self.ln_1.backward(self.attn.backward(dh))  # (B, T, C)
 
 
 __all__ = ["Module", "ModuleList", "Linear", "Embedding", "LayerNorm", "Dropout", "MLP",

@@ -4,7 +4,7 @@ Eq. (3) of the paper, with PEFT's names and PyTorch's (out, in) weight layout::
 
     y = x W0ᵀ + b + s · (dropout(x) Aᵀ) Bᵀ        W0 (d, k) frozen, A (r, k), B (d, r), s = α / r
 
-so ``ΔW = s · B A`` (the blog writes ``A ∈ R^{d×r}`` and ``(W0 + AB)x``: both are wrong, SEED-NOTES
+so ``ΔW = s · B A`` (the blog writes ``A ∈ R^{d×r}`` and ``(W0 + AB)x``: both are wrong, docs/errata.md,
 errata 1–2). With ``G = dL/dy`` and ``H = dropout(x)``, all rows flattened (llm.c-style backward)::
 
     dB = s · Gᵀ (H Aᵀ)        dA = s · (G B)ᵀ H        dx = G W0 + dropout'(s · (G B) A)

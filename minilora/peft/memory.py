@@ -41,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from minilora import backend
 from minilora.nn.module import Module
 from minilora.peft.qlora import quantized_modules
 
@@ -74,7 +75,7 @@ class MemoryBreakdown:
 
 # ----------------------------------------------------------------------------- measured from arrays
 def _arrays(obj: Any) -> Iterator[np.ndarray]:
-    if isinstance(obj, np.ndarray):
+    if backend.is_array(obj):
         yield obj
     elif isinstance(obj, (tuple, list)):
         for o in obj:
@@ -85,7 +86,8 @@ def _arrays(obj: Any) -> Iterator[np.ndarray]:
 
 
 def _root(a: np.ndarray) -> np.ndarray:
-    while isinstance(a.base, np.ndarray):
+    """The array that owns the memory a view looks into (counted once, however many views there are)."""
+    while backend.is_array(getattr(a, "base", None)):
         a = a.base
     return a
 

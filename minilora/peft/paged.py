@@ -19,10 +19,13 @@ This module simulates that on the CPU, with the real arithmetic:
   ``exp_avg_sq`` are views into one PagedBuffer; before a parameter's update its pages are paged in. The
   update itself is the engine's, unchanged.
 
-On the CuPy backend ``PagedBuffer(managed=True)`` allocates the state with ``cupy.cuda.malloc_managed``
-(CUDA managed memory, what bitsandbytes uses) and evicts / pages in with ``memPrefetchAsync`` to the CPU
-(device id -1) or the GPU; the driver moves the data, so nothing is poisoned. It needs the whole model on
-the CuPy backend; the tested path is the CPU simulation.
+The state lives on the current backend (:mod:`minilora.backend`) and the host copies in NumPy arrays, so on
+CuPy an eviction is a real device-to-host copy. With ``managed=True`` (CuPy backend only)
+``PagedBuffer`` allocates the state with ``cupy.cuda.malloc_managed`` (CUDA managed memory, what
+bitsandbytes uses) and evicts / pages in with ``memPrefetchAsync`` to the CPU (device id -1) or the GPU;
+the driver moves the data, so nothing is poisoned. **That path has not been run** (no GPU was available
+where it was written); the tested paths are the simulation on NumPy and on the strict device-emulating
+backend. The page tables (``resident``, ``last_use``) are host bookkeeping (NumPy).
 
 Departures from the real thing: pages move only where this module says so (the CUDA driver also
 migrates on page faults, at 4 KiB–2 MiB granularity); the device budget is a number, not the GPU.
@@ -37,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from minilora import backend
 from minilora.nn.module import Module
 from minilora.optim import Adam, AdamW
 
@@ -135,10 +139,14 @@ class DeviceMemory:
 
 
 def _cupy_managed(nbytes: int, dtype: np.dtype):
+    """A flat CuPy array of ``nbytes`` in CUDA managed (unified) memory. Untested: needs a GPU."""
     try:
         import cupy
     except ImportError as err:
         raise ImportError("managed=True needs CuPy (pip install 'minilora[gpu]')") from err
+    if backend.name() != "cupy":
+        raise ValueError(f"managed=True needs the cupy backend (backend.use('cupy') or MINILORA_BACKEND=cupy), "
+                         f"the current backend is {backend.name()!r}")
     mem = cupy.cuda.malloc_managed(nbytes)
     return cupy.ndarray((nbytes // dtype.itemsize,), dtype=dtype, memptr=mem)
 
@@ -146,8 +154,9 @@ def _cupy_managed(nbytes: int, dtype: np.dtype):
 class PagedBuffer:
     """A flat array of ``n`` elements in pages of ``page_size`` bytes, each on the device or on the host.
 
-    ``array`` (n,) is the device view that computations use; ``host`` keeps evicted pages. All pages start
-    resident (allocated through ``memory``, evicting others if needed).
+    ``array`` (n,) is the device view that computations use (on the current backend); ``host`` (a NumPy
+    array) keeps evicted pages. All pages start resident (allocated through ``memory``, evicting others if
+    needed).
     """
 
     def __init__(self, n: int, memory: DeviceMemory, page_size: int = 4096, dtype: Any = np.float32,
@@ -166,10 +175,10 @@ class PagedBuffer:
             full = _cupy_managed(self.npages * self.page_size, self.dtype)
             full[...] = 0
         else:
-            full = np.zeros(self.npages * per, self.dtype)
+            full = backend.xp().zeros(self.npages * per, self.dtype)
         self.pages = full.reshape(self.npages, per)  # (npages, elements per page), a view
         self.array = full[:n]
-        self.host = None if managed else np.zeros_like(self.pages)
+        self.host = None if managed else np.zeros(self.pages.shape, self.dtype)  # host RAM
         self.resident = np.zeros(self.npages, bool)
         self.last_use = np.zeros(self.npages, np.int64)
         self.clock = 0
@@ -206,8 +215,9 @@ class PagedBuffer:
         if self.managed:
             self._prefetch(pages, to_host=True)
         else:
-            self.host[pages] = self.pages[pages]
-            self.pages[pages] = np.nan
+            on_device = backend.xp().asarray(pages)
+            self.host[pages] = backend.to_numpy(self.pages[on_device])  # device -> host copy
+            self.pages[on_device] = np.nan
         self.resident[pages] = False
         self.stats.page_outs += int(pages.size)
         self.stats.bytes_out += int(pages.size) * self.page_size
@@ -223,7 +233,7 @@ class PagedBuffer:
             if self.managed:
                 self._prefetch(missing, to_host=False)
             else:
-                self.pages[missing] = self.host[missing]
+                self.pages[backend.xp().asarray(missing)] = backend.xp().asarray(self.host[missing])  # host -> device
             self.resident[missing] = True
             self.stats.page_ins += int(missing.size)
             self.stats.bytes_in += int(missing.size) * self.page_size

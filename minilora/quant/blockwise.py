@@ -1,7 +1,7 @@
 """The block-wise machinery shared by NF4, FP4 and the 8-bit dynamic map.
 
 Every bitsandbytes block-wise quantizer is the same four steps with a different codebook
-(``../shared/FACTS.md`` §2–§3; Dettmers et al. 2022, "8-bit optimizers via block-wise quantization"):
+(``docs/facts.md`` §2–§3; Dettmers et al. 2022, "8-bit optimizers via block-wise quantization"):
 
 1. flatten in C order and cut into blocks of ``blocksize`` consecutive elements (blocks cross rows);
 2. per block ``absmax = max |x|`` in float32 (the last, partial block stores ``max(absmax, 1e-38)``);
@@ -43,7 +43,7 @@ TINY = np.float32(1e-38)
 
 
 def linspace_f32(start: float, end: float, n: int) -> np.ndarray:
-    """torch's float32 ``linspace(start, end, n)``, bit for bit (FACTS §2).
+    """torch's float32 ``linspace(start, end, n)``, bit for bit (docs/facts.md §2).
 
     ``step = float32((end − start) / (n − 1))`` computed in float32; point ``i`` is ``start + i·step`` for
     ``i < n // 2`` and ``end − (n − 1 − i)·step`` otherwise, each computed in float64 from the float32

@@ -30,7 +30,9 @@ LLM.int8 matmul (:func:`int8_matmul_bound`)
     For a non-outlier column: ``|x − x̂| ≤ e_x = 2^-11 |x| + 2^-25 + SCA · (1/254 + 8u)`` (FP16 rounding, then
     int8 rounding at the row's scale); likewise ``e_w`` from the weight row's scale ``SCB``. Outlier columns
     use the exact ``x`` (``e_x = 0``). Per product ``|x w − x̂ ŵ| ≤ |x| e_w + (|w| + e_w) e_x``, summed over k;
-    the float32 sums and scalings add ``(k + 4) u Σ (|x| + e_x)(|w| + e_w)``.
+    the float32 sums and scalings add ``(k + 4) u Σ (|x| + e_x)(|w| + e_w)``, and bitsandbytes' rescaling
+    constant (the default ``rescale``, 1.8e-5 above 1/127²) ``r Σ (|x| + e_x)(|w| + e_w)`` with
+    ``r = |6.200124e-05 · 127² − 1|``.
 
 From the input alone (:func:`error_bound`)
     The bound of every element of ``x`` for a method named as the user knows it (``"nf4"``, ``"absmax"``, …),
@@ -49,12 +51,12 @@ from minilora.formats import FP16, get_format, round_to
 from minilora.quant.absmax import qmax_for
 from minilora.quant.blockwise import scale_blocks
 from minilora.quant.double_quant import create_dynamic_map
-from minilora.quant.int8 import int8_vectorwise_quant
+from minilora.quant.int8 import BNB_INV_127_SQ, int8_vectorwise_quant
 from minilora.quant.nf4 import get_4bit_code
 
-__all__ = ["U32", "SUB", "absmax_bound", "code_max_error", "codebook_bound", "double_quant_absmax_bound",
-           "nf4_double_quant_bound", "int8_vectorwise_bound", "int8_matmul_bound", "block_absmax",
-           "per_element", "METHODS", "INT8_MIN_ROW_ABSMAX", "error_bound", "output_rounding_bound"]
+__all__ = ["U32", "SUB", "RESCALE_EXCESS", "absmax_bound", "code_max_error", "codebook_bound",
+           "double_quant_absmax_bound", "nf4_double_quant_bound", "int8_vectorwise_bound", "int8_matmul_bound",
+           "block_absmax", "per_element", "METHODS", "INT8_MIN_ROW_ABSMAX", "error_bound", "output_rounding_bound"]
 
 #: unit roundoff of float32
 U32 = 2.0**-24
@@ -62,6 +64,8 @@ U32 = 2.0**-24
 SUB = 2.0**-149
 #: bitsandbytes' floor under absmax when it takes the reciprocal
 TINY = float(np.float32(1e-38))
+#: relative excess of bitsandbytes' LLM.int8 rescaling constant over 1/127² (docs/facts.md §4)
+RESCALE_EXCESS = abs(float(BNB_INV_127_SQ) * 127**2 - 1)
 
 
 def absmax_bound(absmax: Any, bits: int = 8) -> Any:
@@ -120,7 +124,7 @@ def int8_vectorwise_bound(row_stats: Any) -> Any:
 
 
 def int8_matmul_bound(x: Any, w: Any, threshold: float = 6.0) -> np.ndarray:
-    """Element-wise bound on ``|x @ w.T − int8_matmul(x, w, threshold)|``, float64 shape (..., n).
+    """Element-wise bound on ``|x @ w.T − int8_matmul(x, w, threshold)|`` (either ``rescale``), float64 (..., n).
 
     Built from the row scales of the FP16-rounded x (after outliers are removed) and of w.
     """
@@ -135,7 +139,7 @@ def int8_matmul_bound(x: Any, w: Any, threshold: float = 6.0) -> np.ndarray:
     ex = 2.0**-11 * ax + 2.0**-25 + sca[:, None].astype(np.float64) * (1 / 254 + 8 * U32)
     ex[:, cols] = 0.0
     ew = 2.0**-11 * aw + 2.0**-25 + scb[:, None].astype(np.float64) * (1 / 254 + 8 * U32)
-    bound = ax @ ew.T + ex @ (aw + ew).T + (k + 4) * U32 * ((ax + ex) @ (aw + ew).T)
+    bound = ax @ ew.T + ex @ (aw + ew).T + ((k + 4) * U32 + RESCALE_EXCESS) * ((ax + ex) @ (aw + ew).T)
     return bound.reshape(*lead, w.shape[0])
 
 

@@ -9,7 +9,7 @@ paper calls it "8-bit floats"; it is not IEEE/OCP FP8 (those are in :mod:`minilo
 Double quantization (QLoRA §3, "Double Quantization"): the float32 absmax of every 64-element block
 costs 32/64 = 0.5 bit per parameter. QLoRA quantizes these scales once more — subtract their mean
 (``offset``), quantize with the 8-bit map in blocks of 256 — leaving ``8/64 + 32/(64·256) = 0.127``
-bit per parameter (the blog's "8/16 + …" is a typo, SEED-NOTES erratum 9). Reconstruction (FACTS §3)::
+bit per parameter (the blog's "8/16 + …" is a typo, docs/errata.md, erratum 9). Reconstruction (docs/facts.md §3)::
 
     absmax[i] ≈ float32(code8[q[i]] · absmax2[i // 256]) + offset
 
@@ -39,41 +39,84 @@ BLOCKWISE_SIZES = (32, 64, 128, 256, 512, 1024, 2048, 4096)
 
 
 def create_dynamic_map(signed: bool = True, max_exponent_bits: int = 7, total_bits: int = 8) -> np.ndarray:
-    """bitsandbytes' 8-bit dynamic quantization map, bit for bit (FACTS §3).
+    """bitsandbytes' 8-bit dynamic quantization map, bit for bit, for every argument it accepts (docs/facts.md §3).
 
-    For ``i = 0 .. max_exponent_bits − 1``: torch's float32 ``linspace(0.1, 1, 2^(i+extra) + 1)``, the
-    float32 midpoints of neighbours, times ``float32(10^(i − (max_exponent_bits − 1)))`` in float32, with
-    both signs when ``signed``; then 0 and 1.0; sorted. (Scaling in float64 instead differs in 30 values.)
+    With ``e = max_exponent_bits`` and ``f = total_bits − 1 − e`` (the bits a level has for its fraction
+    beyond its exponent): for ``i = 0 .. e − 1``, ``int(2^(i + f) + 1)`` points of torch's float32
+    ``linspace(0.1, 1, ·)`` (``2^(i + f + 1) + 1`` unsigned), the float32 midpoints of neighbours, times
+    ``float32(10^(i − (e − 1)))`` in float32, with both signs when ``signed``; when ``f > 0`` another
+    ``2^f − 1`` midpoints at the last scale; then 0 and 1.0; padded with zeros to 256 values; sorted.
+    (Scaling in float64 instead differs in 30 values of the default map.)
+
+    ``int()`` truncates the point count as bitsandbytes does, so ``f < 0`` is allowed: levels with
+    ``i + f < 0`` have one point and add nothing (``create_dynamic_map(True, 8, 8)`` has 256 values too).
+
+    Parameters
+    ----------
+    signed : bool
+        Both signs (127 negative values) or only non-negative ones.
+    max_exponent_bits : int
+        Number of decimal exponents ``10^0 … 10^-(e−1)``.
+    total_bits : int
+        Bits of a code; a float with an integer value is taken as bitsandbytes takes it.
 
     Returns
     -------
-    numpy.ndarray of float32, shape (2**total_bits,), sorted.
+    numpy.ndarray of float32, shape (max(256, 2**total_bits),), sorted (shorter maps are padded with zeros,
+    as in bitsandbytes).
+
+    Raises
+    ------
+    ValueError
+        Where bitsandbytes fails: the values do not number ``2**total_bits`` (e.g. ``signed=False`` with
+        ``max_exponent_bits != total_bits − 1``; bitsandbytes' ``AssertionError``), or ``max_exponent_bits <= 0``
+        leaves no exponent for the fraction items (its ``UnboundLocalError``).
+    TypeError
+        For a non-integer ``max_exponent_bits``, or a point count that is not an integer (``total_bits`` 8.5 or
+        9.0 with a fraction level: torch's ``linspace`` refuses a float count).
+
+    Notes
+    -----
+    NumPy integers are taken as Python integers (bitsandbytes would raise on ``2 ** np.int64(-1)``).
 
     >>> m = create_dynamic_map()
     >>> m.size, float(m[0]), float(m[127]), float(m[-1])
     (256, -0.992968738079071, 0.0, 1.0)
     """
-    non_sign = total_bits - 1
-    additional = 2 ** (non_sign - max_exponent_bits) - 1
+    call = f"create_dynamic_map(signed={signed!r}, max_exponent_bits={max_exponent_bits!r}, total_bits={total_bits!r})"
+    if isinstance(max_exponent_bits, np.integer):
+        max_exponent_bits = int(max_exponent_bits)
+    if isinstance(total_bits, np.integer):
+        total_bits = int(total_bits)
+    if not isinstance(max_exponent_bits, int):
+        raise TypeError(f"{call}: max_exponent_bits must be an integer, got {type(max_exponent_bits).__name__}")
+    non_sign_bits = total_bits - 1
+    additional_items = 2 ** (non_sign_bits - max_exponent_bits) - 1
     data: list[np.ndarray] = []
 
-    def level(i: int, items: int) -> None:
+    def level(i: int, items: Any) -> None:
+        if not isinstance(items, int):
+            raise TypeError(f"{call}: a level needs {items!r} linspace points, not an integer "
+                            f"(total_bits must be an integer)")
         b = linspace_f32(0.1, 1, items)
         means = (b[:-1] + b[1:]) / np.float32(2)                          # float32
-        scale = np.float32(10.0 ** (-(max_exponent_bits - 1) + i))
+        scale = np.float32(10 ** (-(max_exponent_bits - 1) + i))
         data.append(scale * means)
         if signed:
             data.append(-scale * means)
 
     for i in range(max_exponent_bits):
         extra = 0 if signed else 1
-        level(i, 2 ** (i + non_sign - max_exponent_bits + extra) + 1)
-    if additional > 0:
-        level(max_exponent_bits - 1, additional + 1)
+        level(i, int(2 ** (i + non_sign_bits - max_exponent_bits + extra) + 1))
+    if additional_items > 0:
+        if max_exponent_bits <= 0:
+            raise ValueError(f"{call}: the {additional_items} fraction items need max_exponent_bits >= 1")
+        level(max_exponent_bits - 1, additional_items + 1)
     values = np.concatenate(data + [np.array([0.0, 1.0], np.float32)])
-    if values.size > 2 ** total_bits:
-        raise ValueError(f"max_exponent_bits={max_exponent_bits} does not fit total_bits={total_bits}")
-    values = np.concatenate([values, np.zeros(2 ** total_bits - values.size, np.float32)])
+    if values.size != 2**total_bits:
+        raise ValueError(f"{call} gives {values.size} values where a {total_bits}-bit map has 2**{total_bits}; "
+                         f"signed=False needs max_exponent_bits = total_bits - 1, and total_bits must be an integer")
+    values = np.concatenate([values, np.zeros(max(0, 256 - values.size), np.float32)])
     return np.sort(values).astype(np.float32)
 
 

@@ -12,18 +12,23 @@ Dettmers et al. 2022 (arXiv 2208.07339), §3. For ``Y = X Wᵀ`` with X (tokens 
 
       Y = Σ_{j ∉ O} X_j W_jᵀ   (int8, int32 accumulation)   +   Σ_{j ∈ O} X_j W_jᵀ   (FP16)
 
-This module follows bitsandbytes' inference path (``Linear8bitLt``) step by step (FACTS §4):
+This module follows bitsandbytes' inference path (``Linear8bitLt``) step by step (docs/facts.md §4):
 
 1. ``X16 = round_to(X, FP16)``; ``CA, SCA, cols = int8_vectorwise_quant(X16, threshold)`` — outliers are
    zeroed before the row statistics, then (with more than one row) whole outlier columns of CA are zeroed;
 2. ``CB, SCB, _ = int8_vectorwise_quant(round_to(W, FP16))``;
 3. ``acc = CA @ CBᵀ`` exactly in integers (int32);
-4. ``int_part = float32(acc) · float32(SCA ⊗ SCB) · float32(1/127²)``;
+4. ``int_part = float32(acc) · float32(SCA ⊗ SCB) · c`` with bitsandbytes' ``c = 6.200124e-05``;
 5. ``outlier_part = X[:, cols] @ dequant(CB)[:, cols]ᵀ`` with the original X.
 
-Departures from bitsandbytes: it multiplies by 6.200124e-05 in step 4, a typo for 1/127² = 6.2000124e-05
-(1.8e-5 relatively too large): minilora uses 1/127². bitsandbytes computes the outlier part and the output
-in FP16; minilora keeps float32 (the FP16 rounding of X is kept, as it decides which columns are outliers).
+The constant in step 4 should be 1/127² = 6.2000124e-05; bitsandbytes' literal 6.200124e-05 has lost a digit
+and is 1.8e-5 relatively too large (docs/facts.md §4). minilora reproduces it by default, so that the int8 part
+equals bitsandbytes' ``int8_mm_dequant`` bit for bit (a reference is only worth its agreement with the library
+it mirrors); ``rescale="exact"`` multiplies by float32(1/127²) instead. Either way the difference is far below
+the int8 rounding error.
+
+Departures from bitsandbytes: it computes the outlier part and the output in FP16; minilora keeps float32
+(the FP16 rounding of X is kept, as it decides which columns are outliers).
 The int32 accumulation is computed through float64 BLAS, which is exact: every partial sum is an integer
 below 2^53 (and below 2^31 while K ≤ MAX_K = 133 144, which is checked).
 """
@@ -37,14 +42,16 @@ import numpy as np
 
 from minilora import backend
 from minilora.formats import FP16, round_to
-from minilora.quant.state import as_float_array, check_finite_stats
+from minilora.quant.state import as_float_array, check_choice, check_finite_stats
 
 __all__ = ["int8_vectorwise_quant", "int8_vectorwise_dequant", "int8_matmul", "int8_matmul_parts",
-           "Int8MatmulParts", "INV_127", "INV_127_SQ", "BNB_INV_127_SQ"]
+           "Int8MatmulParts", "INV_127", "INV_127_SQ", "BNB_INV_127_SQ", "RESCALE"]
 
 INV_127 = np.float32(1 / 127)              # 7.874015718698502e-3, bitsandbytes' dequantization constant
 INV_127_SQ = np.float32(1 / 127**2)        # 6.2000124e-05
 BNB_INV_127_SQ = np.float32(6.200124e-05)  # bitsandbytes' constant (a typo), shown in notebook 07
+#: the constant of step 4 by ``rescale``
+RESCALE = {"bitsandbytes": BNB_INV_127_SQ, "exact": INV_127_SQ}
 MAX_K = (2**31 - 1) // 127**2              # longest dot product an int32 accumulator cannot overflow on
 
 
@@ -57,7 +64,7 @@ def _check_threshold(threshold: Any) -> float:
 
 
 def int8_vectorwise_quant(x: Any, threshold: float = 0.0) -> tuple[Any, Any, Any]:
-    """Row-wise absmax int8 quantization with optional outlier columns (bitsandbytes' rule, FACTS §4).
+    """Row-wise absmax int8 quantization with optional outlier columns (bitsandbytes' rule, docs/facts.md §4).
 
     Parameters
     ----------
@@ -122,7 +129,7 @@ class Int8MatmulParts:
                 f"{self.CA.shape[1]})")
 
 
-def int8_matmul_parts(x: Any, w: Any, threshold: float = 6.0) -> Int8MatmulParts:
+def int8_matmul_parts(x: Any, w: Any, threshold: float = 6.0, rescale: str = "bitsandbytes") -> Int8MatmulParts:
     """LLM.int8 ``x @ w.T`` with every intermediate returned (the module docstring's steps 1–5).
 
     Parameters
@@ -130,11 +137,15 @@ def int8_matmul_parts(x: Any, w: Any, threshold: float = 6.0) -> Int8MatmulParts
     x : float array, shape (..., k)   activations (leading dims are flattened to rows)
     w : float array, shape (n, k)     weights, PyTorch layout (out_features, in_features)
     threshold : float ≥ 0             outlier threshold α (0: pure vector-wise int8)
+    rescale : {"bitsandbytes", "exact"}
+        The constant of step 4: bitsandbytes' 6.200124e-05 (default: its ``int8_mm_dequant`` bit for bit)
+        or float32(1/127²) = 6.2000124e-05.
 
     Raises ValueError for non-finite input, values beyond FP16's range (|v| ≥ 65520), mismatched shapes,
     or ``k`` so large an int32 accumulator could overflow.
     """
     xp = backend.xp()
+    c = RESCALE[check_choice(rescale, tuple(RESCALE), "rescale")]
     x = as_float_array(x, "x").astype(xp.float32)
     w = as_float_array(w, "w").astype(xp.float32)
     if w.ndim != 2 or x.ndim < 1 or x.shape[-1] != w.shape[1]:
@@ -150,7 +161,7 @@ def int8_matmul_parts(x: Any, w: Any, threshold: float = 6.0) -> Int8MatmulParts
     ca, sca, cols = int8_vectorwise_quant(round_to(x2, FP16), threshold)
     cb, scb, _ = int8_vectorwise_quant(round_to(w, FP16), 0.0)
     acc = (ca.astype(xp.float64) @ cb.astype(xp.float64).T).astype(xp.int32)       # exact integers
-    int_part = (acc.astype(xp.float32) * (sca[:, None] * scb[None, :])) * INV_127_SQ
+    int_part = (acc.astype(xp.float32) * (sca[:, None] * scb[None, :])) * c
     outlier_part = x2[:, cols] @ int8_vectorwise_dequant(cb[:, cols], scb).T
     y = (int_part + outlier_part).astype(xp.float32)
     n = w.shape[0]
@@ -158,6 +169,9 @@ def int8_matmul_parts(x: Any, w: Any, threshold: float = 6.0) -> Int8MatmulParts
                            cols, acc, ca, sca, cb, scb)
 
 
-def int8_matmul(x: Any, w: Any, threshold: float = 6.0) -> Any:
-    """``x @ w.T`` by LLM.int8 (int8 part accumulated in int32 + 16-bit outlier part), float32 (..., n)."""
-    return int8_matmul_parts(x, w, threshold).y
+def int8_matmul(x: Any, w: Any, threshold: float = 6.0, rescale: str = "bitsandbytes") -> Any:
+    """``x @ w.T`` by LLM.int8 (int8 part accumulated in int32 + 16-bit outlier part), float32 (..., n).
+
+    ``rescale`` as in :func:`int8_matmul_parts` (default: bitsandbytes' constant).
+    """
+    return int8_matmul_parts(x, w, threshold, rescale).y

@@ -5,7 +5,7 @@ N(0, 1), so that each level is used about equally often by normally distributed 
 
 .. math:: q_i = \\tfrac12\\left(Q_X(\\tfrac{i}{2^k+1}) + Q_X(\\tfrac{i+1}{2^k+1})\\right)
 
-(the blog's "z^k + 1" is 2^k + 1, SEED-NOTES erratum 5). Taken literally at ``i = 0`` this asks for
+(the blog's "z^k + 1" is 2^k + 1, docs/errata.md, erratum 5). Taken literally at ``i = 0`` this asks for
 ``Q_X(0) = −∞``. bitsandbytes instead takes 8 positive quantiles on ``linspace(offset, 0.5, 9)`` and
 7 negative ones on ``linspace(offset, 0.5, 8)``, adds an exact 0 and normalizes by the largest, with
 ``offset = 0.9677083 ≈ ½((1 − 1/30) + (1 − 1/32))`` — the blog's "1 − 1/(215)" is 1 − 1/(2·15)
@@ -15,19 +15,30 @@ asymmetric, with an exact zero and −1 and 1 both present.
 FP4 is bitsandbytes' E2M1 float: code bit 3 is the sign, the values are
 ``[0, 0.0625, 8, 12, 4, 6, 2, 3] / 12`` for codes 0–7.
 
-Quantization follows :mod:`minilora.quant.blockwise` (FACTS §2), then packs two codes per byte with the
+Quantization follows :mod:`minilora.quant.blockwise` (docs/facts.md §2), then packs two codes per byte with the
 even element in the high nibble (an odd length gets a scaled 0.0 appended first: the pad nibble is 7 for
 NF4, 0 for FP4). ``compress_statistics=True`` adds double quantization of absmax
 (:mod:`minilora.quant.double_quant`); the 4-bit codes are the same either way.
 
-Departures from bitsandbytes: the packed array is 1-D of shape ``(ceil(n / 2),)`` (bitsandbytes returns
-``(ceil(n / 2), 1)``); ``dequantize_4bit`` always returns float32; the double-quantization offset is the
-correctly rounded mean (see :mod:`~minilora.quant.double_quant`).
+Names and defaults are bitsandbytes': ``quantize_4bit`` defaults to ``quant_type="fp4"`` as there (QLoRA's
+NF4 is ``quant_type="nf4"``, or :func:`quantize_nf4`); ``blocksize=None`` means 64.
+
+Departures from bitsandbytes:
+
+* the packed array is 1-D of shape ``(ceil(n / 2),)`` (bitsandbytes returns ``(ceil(n / 2), 1)``);
+* ``dequantize_4bit`` always returns float32 (bitsandbytes casts to the state's dtype);
+* the double-quantization offset is the correctly rounded mean (see :mod:`~minilora.quant.double_quant`);
+* the arguments are ``quantize_4bit(x, blocksize, quant_type, compress_statistics)``, without bitsandbytes'
+  ``absmax=`` / ``out=`` buffers and ``quant_storage``; ``dequantize_4bit(packed, quant_state)`` needs the state
+  (bitsandbytes also takes ``absmax`` + ``out`` instead); ``quantize_nf4`` / ``quantize_fp4`` take ``blocksize``
+  and ``compress_statistics`` by keyword only, since bitsandbytes' second positional argument is ``absmax``;
+* ``dequantize_nf4`` / ``dequantize_fp4`` refuse a state of the other type (bitsandbytes silently
+  dequantizes it by the state's own type).
 
 Example
 -------
 >>> import numpy as np
->>> packed, state = quantize_4bit(np.array([0.5, -1.0, 1.0], np.float32), blocksize=64)
+>>> packed, state = quantize_4bit(np.array([0.5, -1.0, 1.0], np.float32), blocksize=64, quant_type="nf4")
 >>> [hex(b) for b in packed.tolist()], state.absmax.tolist()   # codes 12, 0, 15 (+ pad 7: the code of 0.0)
 (['0xc0', '0xf7'], [1.0])
 >>> dequantize_4bit(packed, state).tolist()
@@ -52,12 +63,12 @@ from minilora.quant.double_quant import compress_absmax, decompress_absmax
 from minilora.quant.state import QuantState, as_float_array, check_blocksize, check_choice, check_finite_stats
 
 __all__ = ["nf4_code", "fp4_code", "get_4bit_code", "create_normal_map", "quantize_4bit", "dequantize_4bit",
-           "QUANT_TYPES", "NF4_OFFSET"]
+           "quantize_nf4", "quantize_fp4", "dequantize_nf4", "dequantize_fp4", "QUANT_TYPES", "NF4_OFFSET"]
 
 QUANT_TYPES = ("nf4", "fp4")
 NF4_OFFSET = 0.9677083
 
-#: bitsandbytes' NF4 table as float32 bit patterns (FACTS §2), indexed by the 4-bit code
+#: bitsandbytes' NF4 table as float32 bit patterns (docs/facts.md §2), indexed by the 4-bit code
 _NF4_BITS = np.array([
     0xBF800000, 0xBF3239B1, 0xBF066B30, 0xBECA32A0, 0xBE91A24D, 0xBE3D353F, 0xBDBA7871, 0x00000000,
     0x3DA2FAFF, 0x3E24CAE3, 0x3E7C04DD, 0x3EAD033A, 0x3EE1A4B8, 0x3F1007AB, 0x3F3913B3, 0x3F800000,
@@ -116,15 +127,16 @@ def create_normal_map(offset: float = NF4_OFFSET, use_extra_value: bool = True,
     return (v / v.max()).astype(np.float32)
 
 
-def quantize_4bit(x: Any, blocksize: int = 64, quant_type: str = "nf4",
+def quantize_4bit(x: Any, blocksize: int | None = 64, quant_type: str = "fp4",
                   compress_statistics: bool = False) -> tuple[Any, QuantState]:
     """Block-wise 4-bit quantization (NF4 or FP4), packed two codes per byte.
 
     Parameters
     ----------
     x : float array, any shape (computed in float32, flattened in C order; blocks cross rows)
-    blocksize : int, power of two in [32, 4096] (default 64, as in QLoRA)
-    quant_type : {"nf4", "fp4"}
+    blocksize : int, power of two in [32, 4096] (default 64, as in QLoRA; None means 64, as in bitsandbytes)
+    quant_type : {"fp4", "nf4"}
+        Default ``"fp4"``, bitsandbytes' default; QLoRA's NF4 is ``"nf4"`` (or :func:`quantize_nf4`).
     compress_statistics : bool
         Double quantization of absmax (8-bit dynamic map, blocks of 256, minus their mean).
 
@@ -142,7 +154,7 @@ def quantize_4bit(x: Any, blocksize: int = 64, quant_type: str = "nf4",
     """
     xp = backend.xp()
     arr = as_float_array(x, "x")
-    blocksize = check_blocksize(blocksize)
+    blocksize = check_blocksize(64 if blocksize is None else blocksize)
     code = xp.asarray(get_4bit_code(quant_type))
     flat = arr.astype(xp.float32, copy=False).reshape(-1)
     q, absmax = quantize_blocks(flat, blocksize, code, pad_even=True)
@@ -181,3 +193,30 @@ def dequantize_4bit(packed: Any, quant_state: QuantState) -> Any:
         absmax = decompress_absmax(absmax, quant_state.offset, quant_state.state2)
     values = unpack_decode(packed.reshape(-1), quant_state.code, n)
     return dequantize_blocks(values, absmax, quant_state.blocksize).reshape(quant_state.shape)
+
+
+def quantize_nf4(x: Any, *, blocksize: int | None = 64, compress_statistics: bool = False) -> tuple[Any, QuantState]:
+    """``quantize_4bit(x, blocksize, "nf4", compress_statistics)`` (bitsandbytes' ``quantize_nf4``)."""
+    return quantize_4bit(x, blocksize, "nf4", compress_statistics)
+
+
+def quantize_fp4(x: Any, *, blocksize: int | None = 64, compress_statistics: bool = False) -> tuple[Any, QuantState]:
+    """``quantize_4bit(x, blocksize, "fp4", compress_statistics)`` (bitsandbytes' ``quantize_fp4``)."""
+    return quantize_4bit(x, blocksize, "fp4", compress_statistics)
+
+
+def _dequantize_named(packed: Any, quant_state: QuantState, quant_type: str) -> Any:
+    if quant_state.quant_type != quant_type:
+        raise ValueError(f"dequantize_{quant_type} needs a QuantState with quant_type {quant_type!r}, got "
+                         f"{quant_state.quant_type!r}; use dequantize_4bit, which follows the state")
+    return dequantize_4bit(packed, quant_state)
+
+
+def dequantize_nf4(packed: Any, quant_state: QuantState) -> Any:
+    """:func:`dequantize_4bit` of an NF4 state (bitsandbytes' ``dequantize_nf4``); ValueError for FP4."""
+    return _dequantize_named(packed, quant_state, "nf4")
+
+
+def dequantize_fp4(packed: Any, quant_state: QuantState) -> Any:
+    """:func:`dequantize_4bit` of an FP4 state (bitsandbytes' ``dequantize_fp4``); ValueError for NF4."""
+    return _dequantize_named(packed, quant_state, "fp4")

@@ -21,11 +21,17 @@ Counting bytes
 4.5 at blocksize 64 and 4.126953125 with double quantization (``4 + 8/64 + 32/(64·256)``), when ``n``
 is a multiple of ``64 · 256``. :attr:`bits_per_param_total` adds the constants
 (``8 · nbytes / n``); on a 4096×4096 matrix they add 1092 bytes, 5.2e-4 bit per parameter.
+
+Files bitsandbytes reads
+------------------------
+:meth:`QuantState.as_dict` / :meth:`QuantState.from_dict` write and read bitsandbytes 0.50.2's dictionaries
+byte for byte (:mod:`minilora.quant.serialize`, docs/facts.md §10).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,8 +56,9 @@ class QuantState:
         ``absmax - offset`` (then ``state2`` holds their scales).
     shape : tuple of int
         Shape of the original tensor.
-    dtype : numpy.dtype
-        dtype of the original tensor (the computation itself is float32, as in bitsandbytes).
+    dtype : numpy.dtype or "bfloat16"
+        dtype of the original tensor (the computation itself is float32, as in bitsandbytes); the string
+        ``"bfloat16"`` for a state read from a bfloat16 checkpoint (NumPy has no bfloat16 dtype).
     blocksize : int
         Number of consecutive elements (C order) sharing one absmax.
     quant_type : str
@@ -120,11 +127,124 @@ class QuantState:
         n = self.numel
         return 8.0 * self.nbytes / n if n else 0.0
 
+    def as_dict(self, packed: bool = False) -> dict[str, Any]:
+        """bitsandbytes' ``QuantState.as_dict``: the state as a flat dict, for ``state_dict`` / safetensors files.
+
+        Parameters
+        ----------
+        packed : bool
+            False: arrays and plain values (``quant_type``, ``blocksize``, ``dtype``, ``shape``, ``nested_*``).
+            True: only arrays — the plain values packed as UTF-8 JSON into a uint8 array under
+            ``"quant_state.bitsandbytes__<quant_type>"`` (4-bit states only), byte for byte as bitsandbytes.
+
+        Returns
+        -------
+        dict, in bitsandbytes' key order: ``absmax`` (float32 (nblocks,), uint8 when nested), ``quant_map``
+        (float32 (16,)), nested: ``nested_absmax`` (float32 (ceil(nblocks / 256),)), ``nested_quant_map``
+        (float32 (256,)). Arrays are host NumPy copies (the dict is meant for files).
+
+        Notes
+        -----
+        ``dtype`` is written as bitsandbytes names it (``"float32"``, ``"float16"``, ``"bfloat16"``; a float64
+        input is written ``"float64"``, which bitsandbytes reads but its ``dequantize_4bit`` refuses).
+        """
+        from minilora.quant.serialize import state_as_dict  # noqa: PLC0415  (it imports this module)
+
+        return state_as_dict(self, packed)
+
+    @classmethod
+    def from_dict(cls, qs_dict: Mapping[str, Any]) -> QuantState:
+        """bitsandbytes' ``QuantState.from_dict``: rebuild a 4-bit state from :meth:`as_dict`'s output.
+
+        Parameters
+        ----------
+        qs_dict : mapping
+            Packed (one ``"…quant_state.bitsandbytes__nf4|fp4"`` uint8 array) or unpacked, as bitsandbytes
+            writes it; keys may carry a prefix (``"….weight.absmax"``), which is stripped. Arrays may be NumPy
+            arrays or anything ``numpy.asarray`` reads (e.g. CPU torch tensors). It is not modified.
+
+        Returns
+        -------
+        QuantState on the current backend. ``dtype`` is a NumPy dtype, or the string ``"bfloat16"``.
+
+        Raises
+        ------
+        TypeError
+            If ``qs_dict`` is not a mapping.
+        ValueError
+            For missing or unknown keys, a packed entry that is not UTF-8 JSON of an object, wrong dtypes or
+            shapes (``absmax`` must have ``ceil(prod(shape) / blocksize)`` values, ``nested_absmax``
+            ``ceil(nblocks / nested_blocksize)``), non-finite values, or a ``quant_map`` other than the NF4/FP4
+            table (bitsandbytes dequantizes with its built-in table and ignores a different map).
+        """
+        from minilora.quant.serialize import state_from_dict  # noqa: PLC0415  (it imports this module)
+
+        return state_from_dict(cls, qs_dict)
+
+    # Compared by value, as bitsandbytes' QuantState.__eq__ does; mutable, so not hashable (as there).
+    __hash__ = None  # type: ignore[assignment]
+
+    def __eq__(self, other: object) -> bool:
+        """bitsandbytes' ``QuantState.__eq__``: arrays by ``allclose``, the rest exactly, ``state2`` recursively.
+
+        ``absmax`` and ``code`` are equal when ``allclose(rtol=1e-5, atol=1e-6)`` holds (exact for the uint8
+        codes of a nested ``absmax``); ``shape``, ``dtype``, ``blocksize``, ``quant_type`` and ``offset`` must be
+        equal, ``offset`` and ``state2`` both absent or both present and equal. (Arrays of different shapes or
+        kinds are unequal here, where torch's ``allclose`` would broadcast or raise.)
+        """
+        if not isinstance(other, QuantState):
+            return NotImplemented
+        return bool(
+            _allclose(self.absmax, other.absmax)
+            and tuple(self.shape) == tuple(other.shape)
+            and _allclose(self.code, other.code)
+            and _dtype_str(self.dtype) == _dtype_str(other.dtype)
+            and self.blocksize == other.blocksize
+            and self.quant_type == other.quant_type
+            and (self.offset is None) == (other.offset is None)
+            and (self.offset is None or bool(self.offset == other.offset))
+            and (self.state2 is None) == (other.state2 is None)
+            and (self.state2 is None or self.state2 == other.state2)
+        )
+
     def __repr__(self) -> str:
         nested = f", state2=<{self.state2.quant_type} bs {self.state2.blocksize}>" if self.nested else ""
         return (f"QuantState(quant_type={self.quant_type!r}, shape={tuple(self.shape)}, "
                 f"blocksize={self.blocksize}, nblocks={self.nblocks}, "
                 f"bits_per_param={self.bits_per_param:.6g}{nested})")
+
+
+def _allclose(a: Any, b: Any) -> bool:
+    """``allclose(a, b, rtol=1e-5, atol=1e-6)`` (torch's defaults, bitsandbytes' atol) for same-shape arrays."""
+    xp = backend.xp()
+    a, b = xp.asarray(a), xp.asarray(b)
+    if a.shape != b.shape or (a.dtype.kind == "f") != (b.dtype.kind == "f"):
+        return False
+    return bool(xp.allclose(a.astype(xp.float64), b.astype(xp.float64), rtol=1e-5, atol=1e-6))
+
+
+#: the dtype names a bitsandbytes state can record (``str(torch.float32).strip("torch.")`` etc.)
+DTYPE_NAMES = ("float32", "float16", "bfloat16", "float64")
+
+
+def _dtype_str(dtype: Any) -> str:
+    if isinstance(dtype, str):
+        return dtype
+    try:
+        return np.dtype(dtype).name
+    except TypeError:
+        return str(dtype)
+
+
+def dtype_name(dtype: Any) -> str:
+    """The name bitsandbytes writes for a dtype: ``"float32"``, ``"float16"``, ``"bfloat16"``, ``"float64"``.
+
+    NumPy has no bfloat16, so a state read from a bfloat16 checkpoint keeps the string ``"bfloat16"``.
+    """
+    name = _dtype_str(dtype)
+    if name not in DTYPE_NAMES:
+        raise ValueError(f"dtype must be one of {DTYPE_NAMES}, got {dtype!r}")
+    return name
 
 
 # ----------------------------------------------------------------------------- input validation

@@ -170,7 +170,7 @@ def assert_within_bound(x: Any, x_hat: Any, method: str, *, blocksize: int | Non
     >>> import numpy as np
     >>> from minilora.quant import quantize_4bit, dequantize_4bit
     >>> x = np.linspace(-1, 1, 200, dtype=np.float32)
-    >>> packed, st = quantize_4bit(x)
+    >>> packed, st = quantize_4bit(x, quant_type="nf4")
     >>> assert_within_bound(x, dequantize_4bit(packed, st), "nf4", state=st) <= 1
     True
     """

@@ -32,7 +32,7 @@ def rmse_with_code(x, code, blocksize=64):
 # quantizer accepts any codebook; with NF4's table it is exactly `quantize_4bit` (checked first).
 
 # %%
-packed, state = quantize_4bit(w, blocksize=64)
+packed, state = quantize_4bit(w, blocksize=64, quant_type="nf4")
 nf4_rmse = rmse_with_code(w, nf4_code())
 assert nf4_rmse == float(np.sqrt(np.mean((dequantize_4bit(packed, state).astype(np.float64) - w) ** 2)))
 sym = create_normal_map(use_extra_value=False)

@@ -11,8 +11,8 @@ from minilora.quant import dequantize_blockwise, quantize_4bit, quantize_blockwi
 from minilora.quant.double_quant import decompress_absmax, exact_mean_f32
 
 w = (np.random.default_rng(0).standard_normal((2048, 2048)) * 0.02).astype(np.float32)
-_, st_dq = quantize_4bit(w, blocksize=64, compress_statistics=True)
-_, st = quantize_4bit(w, blocksize=64)
+_, st_dq = quantize_4bit(w, blocksize=64, quant_type="nf4", compress_statistics=True)
+_, st = quantize_4bit(w, blocksize=64, quant_type="nf4")
 absmax = st.absmax
 
 
@@ -75,7 +75,7 @@ shape = ModelShape.llama("7B")
 total = 0
 for (out_f, in_f), count in {(4096, 4096): 4, (11008, 4096): 3}.items():
     x = (np.random.default_rng(1).standard_normal((out_f, in_f)) * 0.02).astype(np.float32)
-    _, state = quantize_4bit(x, blocksize=64, compress_statistics=True)
+    _, state = quantize_4bit(x, blocksize=64, quant_type="nf4", compress_statistics=True)
     assert state.nbytes == quantized_nbytes(out_f * in_f)  # the formula of peft.memory agrees with the arrays
     total += shape.n_layer * count * state.nbytes
     print(f"{out_f} × {in_f}: {state.nbytes:,d} bytes ({state.bits_per_param_total:.4f} bits/param incl. constants)")

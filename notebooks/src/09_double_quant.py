@@ -42,8 +42,8 @@ print(f"for a 65B-parameter model: {(plain - dq) * 65e9 / 8 / 1e9:.2f} GB saved"
 
 # %%
 w = (np.random.default_rng(0).standard_normal((4096, 4096)) * 0.02).astype(np.float32)
-packed, st = quantize_4bit(w, blocksize=64)
-packed_dq, st_dq = quantize_4bit(w, blocksize=64, compress_statistics=True)
+packed, st = quantize_4bit(w, blocksize=64, quant_type="nf4")
+packed_dq, st_dq = quantize_4bit(w, blocksize=64, quant_type="nf4", compress_statistics=True)
 print(f"{'':>10} {'codes B':>10} {'stats B':>10} {'const B':>8} {'total B':>10} {'bits/param':>12} {'incl. const':>12}")
 for name, s in (("NF4", st), ("NF4 + DQ", st_dq)):
     print(f"{name:>10} {s.data_nbytes:>10} {s.stats_nbytes:>10} {s.const_nbytes:>8} {s.nbytes:>10} "
@@ -239,7 +239,7 @@ used_by_example = []
 @given(data=hst.data(), blocksize=hst.sampled_from([32, 64, 256]))
 def nf4_dq_keeps_its_bound(data, blocksize):
     x = data.draw(tensors(blocksize=blocksize, max_size=4096))
-    packed, state = quantize_4bit(x, blocksize=blocksize, compress_statistics=True)
+    packed, state = quantize_4bit(x, blocksize=blocksize, quant_type="nf4", compress_statistics=True)
     used = assert_within_bound(x, dequantize_4bit(packed, state), "nf4_dq", state=state)
     used_by_example.append((float(np.abs(x).max()), used))
 
@@ -277,7 +277,7 @@ def dequantize_forgetting_the_offset(packed, state):
           phases=[Phase.generate, Phase.shrink])
 @given(x=tensors(blocksize=64, max_size=4096))
 def broken_keeps_its_bound(x):
-    packed, state = quantize_4bit(x, blocksize=64, compress_statistics=True)
+    packed, state = quantize_4bit(x, blocksize=64, quant_type="nf4", compress_statistics=True)
     assert_within_bound(x, dequantize_forgetting_the_offset(packed, state), "nf4_dq", state=state)
 
 

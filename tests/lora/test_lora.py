@@ -105,7 +105,7 @@ def test_gradcheck_with_dropout_mask_fixed():
 
 
 def test_gradient_formulas():
-    """dA = s (G B)ᵀ X, dB = s Gᵀ (X Aᵀ), dx = G (W + s B A), the formulas of FACTS.md §5."""
+    """dA = s (G B)ᵀ X, dB = s Gᵀ (X Aᵀ), dx = G (W + s B A), the formulas of docs/facts.md §5."""
     layer = LoRALinear(Linear(6, 5, seed=1), r=2, lora_alpha=3, init_lora_weights="random").to("float64")
     rng = np.random.default_rng(0)
     X, Gr = rng.standard_normal((4, 6)), rng.standard_normal((4, 5))

@@ -18,6 +18,7 @@ from minilora.peft.memory import (
     measure,
     paper_comparison,
     quantized_nbytes,
+    weight_bytes,
 )
 from minilora.peft.qlora import QuantizedWeight, prepare_qlora
 
@@ -118,3 +119,46 @@ def test_table_and_errors(measured):
         ModelShape.llama("70B")
     with pytest.raises(ValueError, match="method must be one of"):
         measure(GPT(CFG), None, data.task_batch("copy", 2, seed=0), "adapter")
+
+
+def _reachable_bytes(obj) -> int:
+    """nbytes of every distinct array (and NumPy scalar) reachable from ``obj`` (attributes, dicts, lists, tuples)."""
+    seen, roots = set(), {}
+    stack = [obj]
+    while stack:
+        o = stack.pop()
+        if id(o) in seen:
+            continue
+        seen.add(id(o))
+        if isinstance(o, np.ndarray):
+            while isinstance(o.base, np.ndarray):  # a view counts as the memory it looks into
+                o = o.base
+            roots[id(o)] = o.nbytes
+        elif isinstance(o, np.generic):  # a NumPy scalar (the float32 offset of double quantization)
+            roots[id(o)] = o.nbytes
+        elif isinstance(o, dict):
+            stack.extend(o.values())
+        elif isinstance(o, (list, tuple)):
+            stack.extend(o)
+        elif type(o).__module__.startswith("minilora") and hasattr(o, "__dict__"):
+            stack.extend(vars(o).values())
+    return sum(roots.values())
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_table_counts_every_byte_the_model_keeps(method):
+    """Weights + gradients + activations = every array reachable from the model, after a forward.
+
+    Also after a whole training step and a second forward, when any persistent work buffer would show.
+    """
+    model = _model(method)
+    opt = AdamW(model, lr=1e-3)
+    batch = data.task_batch(data.PRETRAIN_TASKS, 16, seed=0)
+    for step in range(2):
+        model.zero_grad()
+        model.forward(*batch)
+        grads = sum(g.nbytes for g in model.grads.values())
+        counted = weight_bytes(model) + grads + activation_bytes(model)
+        assert counted == _reachable_bytes(model), (step, counted, _reachable_bytes(model))
+        model.backward()
+        opt.step()

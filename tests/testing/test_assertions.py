@@ -35,7 +35,7 @@ X = (RNG.standard_normal((6, 70)) * 0.5).astype(np.float32)
 
 
 def _nf4(x=X, **kw):
-    packed, state = quantize_4bit(x, **kw)
+    packed, state = quantize_4bit(x, **{"quant_type": "nf4", **kw})
     return dequantize_4bit(packed, state), state
 
 
@@ -88,7 +88,7 @@ def test_absmax_axis_message_shows_the_slice():
 
 
 def test_double_quant_needs_the_state():
-    packed, st = quantize_4bit(X, compress_statistics=True)
+    packed, st = quantize_4bit(X, quant_type="nf4", compress_statistics=True)
     y = dequantize_4bit(packed, st)
     assert assert_within_bound(X, y, "nf4_dq", state=st) <= 1
     assert assert_within_bound(X, y, "nf4+dq", state=st) <= 1          # compare.METHODS' spelling
@@ -97,7 +97,7 @@ def test_double_quant_needs_the_state():
         assert_within_bound(X, y, "nf4_dq")
     with pytest.raises(ValueError, match="use method 'nf4_dq'"):
         assert_within_bound(X, y, "nf4", state=st)
-    _, plain = quantize_4bit(X)
+    _, plain = quantize_4bit(X, quant_type="nf4")
     with pytest.raises(ValueError, match="compress_statistics=True"):
         assert_within_bound(X, y, "nf4_dq", state=plain)
 

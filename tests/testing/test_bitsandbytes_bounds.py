@@ -127,7 +127,7 @@ def test_double_quantization_is_within_the_bound_but_not_bit_exact():
         x = (rng.standard_normal(int(rng.integers(10_000, 200_000))) * rng.choice([0.02, 1, 50])).astype(np.float32)
         packed, state = F.quantize_4bit(t(x), blocksize=64, quant_type="nf4", compress_statistics=True)
         y = F.dequantize_4bit(packed, state).numpy().reshape(-1)
-        mp, ms = quantize_4bit(x, blocksize=64, compress_statistics=True)
+        mp, ms = quantize_4bit(x, blocksize=64, quant_type="nf4", compress_statistics=True)
         assert np.array_equal(packed.numpy().reshape(-1), mp)                   # the same 4-bit codes
         ulps.add(int(np.float32(state.offset.item()).view(np.int32)) - int(np.float32(ms.offset).view(np.int32)))
         differ += int(np.sum(y != dequantize_4bit(mp, ms)))

@@ -38,7 +38,7 @@ def test_without_hypothesis_the_assertions_and_oracles_work():
         from minilora.quant import quantize_4bit, dequantize_4bit
         from minilora.testing import assert_within_bound, assert_codes_equal
         x = np.linspace(-1, 1, 100, dtype=np.float32)
-        packed, st = quantize_4bit(x)
+        packed, st = quantize_4bit(x, quant_type="nf4")
         print(assert_within_bound(x, dequantize_4bit(packed, st), "nf4") <= 1)
         assert_codes_equal(x, method="nf4", packed=packed)
     """))

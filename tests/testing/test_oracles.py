@@ -100,7 +100,7 @@ def test_scale_mismatch_is_named_first():
 
 def test_double_quantization_keeps_the_codes():
     x = G["nf4_m300x129_bs64_x"]
-    packed, st = quantize_4bit(x, compress_statistics=True)
+    packed, st = quantize_4bit(x, quant_type="nf4", compress_statistics=True)
     assert_codes_equal(x, method="nf4_dq", packed=packed)
     assert assert_within_bound(x, dequantize_4bit(packed, st), "nf4_dq", state=st) <= 1
 

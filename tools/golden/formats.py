@@ -15,7 +15,7 @@ Writes tests/golden/formats.npz:
 
 ``<fmt>`` is fp16, bf16, fp8_e4m3 (ml_dtypes: overflow → NaN), fp8_e4m3_sat (torch: saturate to ±448)
 and fp8_e5m2. Where libraries disagree on NaN payloads, the canonical quiet NaN with the input's sign
-is stored (FACTS.md §1), and the generator asserts that every non-NaN output agrees across libraries.
+is stored (docs/facts.md §1), and the generator asserts that every non-NaN output agrees across libraries.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from golden._inputs import random_float32_bits as random_inputs
+from golden._meta import meta
 
 N_STORED = 1 << 16
 
@@ -143,5 +144,5 @@ def make(out_dir: Path) -> list[Path]:
     for k, v in encode_all(e.view(np.float32)).items():
         data[f"encode_edge_{k}"] = v
     path = out_dir / "formats.npz"
-    np.savez_compressed(path, **data)
+    np.savez_compressed(path, **data, **meta("tools/golden/formats.py"))
     return [path]

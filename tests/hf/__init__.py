@@ -1,0 +1,1 @@
+"""Hugging Face layouts: GPT-2 checkpoints, the tokenizer, adapters PEFT loads, quant-eval."""
