@@ -9,9 +9,8 @@
   :func:`keep_positions`, a variant of the prompt methods whose real tokens keep their pretraining positions.
   It is NOT PEFT's behaviour (the methods themselves follow PEFT); it separates the cost of the shift from what
   a prompt can do;
-* what a prompt can change: the layer-0 attention identity (:func:`attention_decomposition`), prompt tuning
-  written as prefix tuning (:func:`prompt_as_prefix`), and a change of the values that an adapter can learn and
-  a prefix cannot (:mod:`minilora.experiments.methods_probe`).
+* what each method can change (the layer-0 attention identity, prompt tuning written as prefix tuning, a change
+  of the values that an adapter can learn and a prefix cannot) is :mod:`minilora.experiments.methods_probe`.
 
 The wiring of all methods into one entry point and one recipe (``get_peft_model``, chapter 14) replaces
 :func:`apply_method` and the keyword recipe here.
@@ -27,14 +26,14 @@ import numpy as np
 from minilora import data
 from minilora.base_model import BASE_CONFIG, load_base_model
 from minilora.nn import functional as F
-from minilora.nn.gpt import GPT
+from minilora.nn.gpt import GPT, GPTConfig
 from minilora.optim import AdamW
 from minilora.peft import LoraConfig, inject_lora, p_tuning, prefix_tuning, prompt_tuning
 from minilora.peft import adapters as adapters_mod
 from minilora.peft.adapters import BnConfig, adapter_parameter_count
 from minilora.peft.memory import ModelShape
-from minilora.peft.prefix_tuning import PrefixTuningModel, prefix_to_past_key_values
-from minilora.peft.prompt_learning import PromptLearningModel, PromptTable
+from minilora.peft.prefix_tuning import PrefixTuningModel
+from minilora.peft.prompt_learning import PromptLearningModel
 from minilora.train import History, evaluate, train
 
 #: GPT-3 175B (Brown et al. 2020, Table 2.1): 96 layers, d_model 12288, 96 heads, 2048 positions, vocab 50257
@@ -64,6 +63,18 @@ def parameter_counts(shape: ModelShape, num_virtual_tokens: int = 20, reduction_
         f"Houlsby adapters (reduction {reduction_factor:g})": adapter_parameter_count(d, L, reduction_factor, 2),
         f"Pfeiffer adapters (reduction {reduction_factor:g})": adapter_parameter_count(d, L, reduction_factor, 1),
     }
+
+
+def gradcheck_gpt(seed: int = 0, **config) -> GPT:
+    """A tiny float64 GPT for gradient checks (vocabulary 7, 9 positions, 2 layers, 2 heads, width 8), its weights
+    moved far from GPT-2's small initialization (N(0, 0.3), LayerNorm weights around 1) so that attention is far
+    from uniform and no gradient is ~0. ``config`` overrides GPTConfig fields."""
+    model = GPT(GPTConfig(**{**dict(vocab_size=7, block_size=9, n_layer=2, n_head=2, n_embd=8, mlp_ratio=2,
+                                    dtype="float64"), **config}), seed=seed)
+    rng = np.random.default_rng(seed + 100)
+    for name, param in model.params.items():
+        param[...] = rng.normal(0, 0.3, param.shape) + (1.0 if ".ln_" in name and name.endswith("weight") else 0.0)
+    return model
 
 
 # ----------------------------------------------------------------------------- the toy vocabulary
@@ -225,6 +236,15 @@ class Runs:
         return f"Runs({self.label!r}, exact match {self.summary()}, trainable {self.trainable:,d})"
 
 
+def runs_table(runs: dict[str, Runs]) -> str:
+    """One line per configuration: trained parameters, exact match (mean ± sd, range), mean token accuracy."""
+    width = max(len(label) for label in runs) + 2
+    lines = [f"{'method':{width}s} {'trained':>8s}  {'exact match (mean ± sd, range)':>40s}  {'token accuracy':>14s}"]
+    lines += [f"{label:{width}s} {r.trainable:8,d}  {r.summary():>40s}  {r.mean('token_acc_after'):14.3f}"
+              for label, r in runs.items()]
+    return "\n".join(lines)
+
+
 def seed_runs(config, seeds=(0, 1, 2), label: str | None = None, keep_models: bool = False, **kw) -> Runs:
     """:func:`finetune` once per seed (keyword arguments go to it); ``keep_models`` keeps the trained models."""
     runs = Runs(label or method_name(config))
@@ -254,80 +274,6 @@ def compared(a: Runs, b: Runs, key: str = "exact_match_after") -> str:
     return {"higher": "higher than", "lower": "lower than"}.get(verdict(a, b, key), "not distinguishable from")
 
 
-# ----------------------------------------------------------------------------- what a prompt can change
-def _layer0_inputs(model: PromptLearningModel, idx: np.ndarray):
-    """Layer 0's normalized inputs of the real tokens and the prefix keys/values they attend to."""
-    base, p = model.base_model, model.num_virtual_tokens
-    block, (B, T) = base.blocks[0], idx.shape
-    attn = block.attn
-    pos = model.position_ids(T)
-    if isinstance(model, PrefixTuningModel):
-        pk, pv = prefix_to_past_key_values(model.get_prompt(), B, base.config.n_layer, attn.n_head)[0]
-        h = block.ln_1.forward(base.wte.forward(idx) + base.wpe.forward(np.arange(p, p + T) if pos is None else pos))
-        return h, pk, pv, attn.forward(h, (pk, pv))
-    prompt = model.get_prompt()
-    x = np.concatenate([np.broadcast_to(prompt, (B, p, prompt.shape[1])), base.wte.forward(idx)], axis=1)
-    hj = block.ln_1.forward(x + base.wpe.forward(np.arange(p + T) if pos is None else pos))
-    pk = F.split_heads(attn.k_proj.forward(hj[:, :p]), attn.n_head)  # what the frozen layer makes of the prompt
-    pv = F.split_heads(attn.v_proj.forward(hj[:, :p]), attn.n_head)
-    return hj[:, p:], pk, pv, attn.forward(hj)[:, p:]
-
-
-def attention_decomposition(model: PromptLearningModel, idx: np.ndarray) -> dict:
-    """Layer 0 of a prompt- or prefix-tuned model, for every real token, head ``h`` and position ``t``::
-
-        y_t = (1 − λ_t) · y_t^base + λ_t · u_t,     λ_t = attention on the p virtual positions,
-                                                    u_t = attention over the virtual positions alone
-
-    where ``y^base`` is the frozen layer's attention output at the same positions without the prompt: the prompt
-    can only dilute what attention does with the real tokens' values and add a mix of its own values.
-
-    Returns ``lambda`` (B, nh, T), ``decomposition_error`` (max |y − the right side|), ``real_attention_error``
-    (max difference between the real tokens' attention weights renormalized and the base model's) and
-    ``model_error`` (max |the model's own layer-0 attention output − o_proj(y)|, tying y to the forward).
-    """
-    model.eval()
-    attn, p = model.base_model.blocks[0].attn, model.num_virtual_tokens
-    h, pk, pv, model_out = _layer0_inputs(model, idx)
-    q, k, v = attn.q_proj.forward(h), attn.k_proj.forward(h), attn.v_proj.forward(h)
-    y, cache = F.attention_forward(q, k, v, attn.n_head, pk, pv)  # (B, T, C)
-    y_base, cache_base = F.attention_forward(q, k, v, attn.n_head)
-    att, att_base = cache[3], cache_base[3]  # (B, nh, T, p + T), (B, nh, T, T)
-    lam = att[..., :p].sum(axis=-1)  # (B, nh, T)
-    u = (att[..., :p] / lam[..., None]) @ pv  # (B, nh, T, hs)
-    mix = (1 - lam)[..., None] * F.split_heads(y_base, attn.n_head) + lam[..., None] * u
-    return {"lambda": lam, "decomposition_error": float(np.abs(y - F.merge_heads(mix)).max()),
-            "real_attention_error": float(np.abs(att[..., p:] / att[..., p:].sum(-1, keepdims=True) - att_base).max()),
-            "model_error": float(np.abs(model_out - attn.o_proj.forward(y)).max())}
-
-
-def prompt_as_prefix(model: PromptLearningModel) -> PrefixTuningModel:
-    """Prompt tuning (or p-tuning) rewritten as prefix tuning: the keys and values that every frozen layer
-    computes for the virtual tokens, as a fixed prefix (PEFT's layout, (p, n_layer · 2 · C)).
-
-    The virtual tokens come first and attend only to each other, so their keys and values do not depend on the
-    input: the prefix model gives the prompt model's logits. Prefix tuning (p-tuning v2) trains these
-    ``n_layer · 2`` matrices freely instead of through one matrix at the input.
-    """
-    if isinstance(model, PrefixTuningModel) or model.position_ids(1) is not None:
-        raise ValueError("prompt_as_prefix needs a prompt-tuning or p-tuning model with PEFT's positions")
-    base, p = model.base_model, model.num_virtual_tokens
-    was_training = model.training
-    model.eval()
-    x = model.get_prompt()[None] + base.wpe.forward(np.arange(p))  # (1, p, C): positions 0 .. p-1
-    rows = []
-    for block in base.blocks:
-        h = block.ln_1.forward(x)
-        rows += [block.attn.k_proj.forward(h)[0], block.attn.v_proj.forward(h)[0]]  # layer l: key, then value
-        x = block.forward(x)
-    model.train(was_training)
-    flat = np.concatenate(rows, axis=1)  # (p, 2 L C)
-    table = PromptTable(p, flat.shape[1], dtype=str(flat.dtype))
-    table.embedding.weight[...] = flat
-    table.freeze()
-    return PrefixTuningModel(base, table, prefix_tuning.PrefixTuningConfig(p))
-
-
 __all__ = ["DEFAULT_LR", "GPT3_175B", "KeptPositionsPrefixModel", "KeptPositionsPromptModel", "Runs", "SHAPES",
-           "apply_method", "attention_decomposition", "compared", "finetune", "keep_positions", "method_name",
-           "parameter_counts", "prompt_as_prefix", "seed_runs", "shifted_exact_match", "toy_tokenizer", "verdict"]
+           "apply_method", "compared", "finetune", "gradcheck_gpt", "keep_positions", "method_name", "parameter_counts",
+           "runs_table", "seed_runs", "shifted_exact_match", "toy_tokenizer", "verdict"]

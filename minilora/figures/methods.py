@@ -24,7 +24,7 @@ def _running_mean(x: np.ndarray, window: int) -> np.ndarray:
     return np.convolve(x, np.ones(window) / window, mode="valid")
 
 
-@register("peft_methods")
+@register("peft_methods", trained=True)
 def peft_methods() -> Figure:
     """Full fine-tuning, LoRA, QLoRA, prompt tuning, p-tuning, prefix tuning and adapters on one task, over seeds."""
     from minilora.experiments import compare as C

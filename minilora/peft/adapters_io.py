@@ -32,10 +32,12 @@ from pathlib import Path
 
 import numpy as np
 
-from minilora import __version__
+from minilora import __version__, backend
 from minilora.nn.gpt import GPT
 from minilora.peft.adapter_io import _safetensors_numpy
-from minilora.peft.adapters import BnConfig, DoubleSeqBnConfig, SeqBnConfig, adapter_blocks, apply
+from minilora.peft.adapters import adapter_blocks, apply
+from minilora.peft.adapters_config import BnConfig, DoubleSeqBnConfig, SeqBnConfig
+from minilora.peft.prompt_io import write_files
 
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter.safetensors"
@@ -66,7 +68,7 @@ def adapter_tensors(model: GPT) -> dict[str, np.ndarray]:
 def adapters_files(model: GPT) -> dict[str, bytes]:
     """The files :func:`save_adapters` writes, by name, as bytes."""
     text = json.dumps(adapters_config_dict(model), indent=2, sort_keys=True) + "\n"
-    tensors = {k: np.ascontiguousarray(v) for k, v in adapter_tensors(model).items()}
+    tensors = {k: np.ascontiguousarray(backend.to_numpy(v)) for k, v in adapter_tensors(model).items()}
     return {WEIGHTS_NAME: _safetensors_numpy().save(tensors, metadata={"format": "np", "minilora": "adapters"}),
             CONFIG_NAME: text.encode("utf-8")}
 
@@ -78,12 +80,7 @@ def adapters_nbytes(model: GPT) -> int:
 
 def save_adapters(model: GPT, path: str | os.PathLike) -> Path:
     """Write the adapters of ``model`` to the directory ``path`` (created); return ``path``."""
-    files = adapters_files(model)
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    for name, content in files.items():
-        (path / name).write_bytes(content)
-    return path
+    return write_files(path, adapters_files(model))
 
 
 def read_adapters(path: str | os.PathLike) -> tuple[BnConfig, dict, dict[str, np.ndarray]]:
@@ -156,9 +153,9 @@ def load_adapters(model: GPT, path: str | os.PathLike) -> GPT:
                              f"needs {model.dtype}{list(shape)}")
     if not existing:
         apply(model, config)
-    params = model.params
+    params, xp = model.params, backend.xp()
     for k, v in tensors.items():
-        params[k][...] = v
+        params[k][...] = xp.asarray(v)
     return model
 
 

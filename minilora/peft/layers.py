@@ -28,6 +28,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from minilora import backend
 from minilora.nn import functional as F
 from minilora.nn.module import Module, ModuleList
 
@@ -35,14 +36,14 @@ from minilora.nn.module import Module, ModuleList
 def sigmoid(x: np.ndarray) -> np.ndarray:
     """``1 / (1 + exp(-x))`` as ``(1 + tanh(x/2)) / 2`` (no overflow for large ``|x|``).
 
-    >>> float(sigmoid(np.array(0.0)))
+    >>> float(sigmoid(backend.xp().asarray(0.0)))
     0.5
     """
-    return 0.5 * (1.0 + np.tanh(0.5 * x))
+    return 0.5 * (1.0 + backend.xp().tanh(0.5 * x))
 
 
 def tanh_forward(x: np.ndarray):
-    t = np.tanh(x)
+    t = backend.xp().tanh(x)
     return t, t
 
 

@@ -49,9 +49,9 @@ def lstm_direction_forward(x: np.ndarray, w_ih: np.ndarray, w_hh: np.ndarray, b_
     for t in range(T):
         gates = gx[:, t] + h_prev @ w_hh.T + b_hh  # (B, 4H)
         i[:, t], f[:, t] = sigmoid(gates[:, :H]), sigmoid(gates[:, H:2 * H])
-        g[:, t], o[:, t] = np.tanh(gates[:, 2 * H:3 * H]), sigmoid(gates[:, 3 * H:])
+        g[:, t], o[:, t] = xp.tanh(gates[:, 2 * H:3 * H]), sigmoid(gates[:, 3 * H:])
         c[:, t] = f[:, t] * c_prev + i[:, t] * g[:, t]
-        tanh_c[:, t] = np.tanh(c[:, t])
+        tanh_c[:, t] = xp.tanh(c[:, t])
         h[:, t] = o[:, t] * tanh_c[:, t]
         h_prev, c_prev = h[:, t], c[:, t]
     return h, (x, w_ih, w_hh, i, f, g, o, c, tanh_c, h)
@@ -99,13 +99,13 @@ class LSTM(Module):
         self.input_size, self.hidden_size = int(input_size), int(hidden_size)
         self.num_layers, self.dropout = int(num_layers), float(dropout)
         self.rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
-        H, bound = self.hidden_size, 1.0 / math.sqrt(hidden_size)
+        H, bound, xp = self.hidden_size, 1.0 / math.sqrt(hidden_size), backend.xp()
         for layer in range(self.num_layers):
             n_in = self.input_size if layer == 0 else 2 * H
             for suffix in self._suffixes(layer):
                 for name, shape in (("weight_ih", (4 * H, n_in)), ("weight_hh", (4 * H, H)),
                                     ("bias_ih", (4 * H,)), ("bias_hh", (4 * H,))):
-                    self.add_param(name + suffix, self.rng.uniform(-bound, bound, shape).astype(dtype))
+                    self.add_param(name + suffix, xp.asarray(self.rng.uniform(-bound, bound, shape), dtype=dtype))
 
     @staticmethod
     def _suffixes(layer: int) -> tuple[str, str]:

@@ -33,7 +33,6 @@ from minilora.nn.module import Module
 from minilora.nn.modules import Embedding, Linear
 from minilora.peft.layers import Activation, Sequential
 from minilora.peft.lstm import LSTM
-from minilora.peft.mapping import register_peft_method
 from minilora.peft.prompt_learning import PromptLearningConfig, PromptLearningModel, check_positive_int
 
 ENCODER_TYPES = ("MLP", "LSTM")
@@ -129,7 +128,17 @@ class PromptEncoder(Module):
 
 
 def apply(model: GPT, config: PromptEncoderConfig, seed: int = 0) -> PromptLearningModel:
-    """P-tune ``model``: freeze it (in place) and return the wrapper that trains only the prompt encoder."""
+    """P-tune ``model``: freeze it (in place) and return the wrapper that trains only the prompt encoder.
+
+    Parameters
+    ----------
+    model : GPT.  config : PromptEncoderConfig.  seed : the encoder's initialization (and LSTM dropout).
+
+    Returns
+    -------
+    PromptLearningModel whose trainable parameters are ``prompt_encoder.embedding.weight`` (p, n_embd) and the
+    head's (``prompt_encoder.mlp_head.*``, ``prompt_encoder.lstm_head.*``).
+    """
     if not isinstance(config, PromptEncoderConfig):
         raise TypeError(f"config must be a PromptEncoderConfig, got {type(config).__name__}")
     config.check_model(model)
@@ -157,7 +166,5 @@ def p_tuning_parameter_count(num_virtual_tokens: int, n_embd: int, encoder_hidde
     lstm = sum(2 * 4 * H * ((C if layer == 0 else 2 * H) + H + 2) for layer in range(encoder_num_layers))
     return p * C + lstm + (2 * H * 2 * H + 2 * H) + (2 * H * C + C)
 
-
-register_peft_method(PromptEncoderConfig, apply)  # get_peft_model(model, PromptEncoderConfig(...)) applies this method
 
 __all__ = ["ENCODER_TYPES", "PromptEncoder", "PromptEncoderConfig", "apply", "p_tuning_parameter_count"]

@@ -43,7 +43,6 @@ from minilora.nn.gpt import GPT
 from minilora.nn.module import Module
 from minilora.nn.modules import Embedding, Linear
 from minilora.peft.layers import Activation, Sequential
-from minilora.peft.mapping import register_peft_method
 from minilora.peft.prompt_learning import PromptLearningConfig, PromptLearningModel, check_positive_int
 
 
@@ -173,7 +172,17 @@ class PrefixTuningModel(PromptLearningModel):
 
 
 def apply(model: GPT, config: PrefixTuningConfig, seed: int = 0) -> PrefixTuningModel:
-    """Prefix-tune ``model``: freeze it (in place) and return the wrapper that trains only the prefix."""
+    """Prefix-tune ``model``: freeze it (in place) and return the wrapper that trains only the prefix.
+
+    Parameters
+    ----------
+    model : GPT.  config : PrefixTuningConfig.  seed : the prefix encoder's initialization.
+
+    Returns
+    -------
+    PrefixTuningModel whose trainable parameters are ``prompt_encoder.embedding.weight`` ((p, n_layer · 2 ·
+    n_embd), or (p, n_embd) with the projection) and, with ``prefix_projection``, ``prompt_encoder.transform.*``.
+    """
     if not isinstance(config, PrefixTuningConfig):
         raise TypeError(f"config must be a PrefixTuningConfig, got {type(config).__name__}")
     config.check_model(model)
@@ -197,8 +206,6 @@ def prefix_tuning_parameter_count(num_virtual_tokens: int, n_layer: int, n_embd:
     H = encoder_hidden_size
     return p * C + (C * H + H) + (H * 2 * L * C + 2 * L * C)
 
-
-register_peft_method(PrefixTuningConfig, apply)  # get_peft_model(model, PrefixTuningConfig(...)) applies this method
 
 __all__ = ["PrefixEncoder", "PrefixTuningConfig", "PrefixTuningModel", "apply", "past_key_values_to_prefix",
            "prefix_to_past_key_values", "prefix_tuning_parameter_count"]

@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from minilora import backend
 from minilora.nn.gpt import GPT
 from minilora.peft.adapter_io import PEFT_VERSION, _safetensors_numpy
 from minilora.peft.p_tuning import PromptEncoder, PromptEncoderConfig
@@ -81,10 +82,10 @@ def prompt_adapter_files(model: PromptLearningModel) -> dict[str, bytes]:
         raise TypeError(f"model must be a PromptLearningModel (prompt tuning, p-tuning, prefix tuning), "
                         f"got {type(model).__name__}")
     st = _safetensors_numpy()
-    prompt = np.ascontiguousarray(model.get_prompt_embedding_to_save())
+    prompt = np.ascontiguousarray(backend.to_numpy(model.get_prompt_embedding_to_save()))  # files live on the host
     files = {WEIGHTS_NAME: st.save({PROMPT_KEY: prompt}, metadata={"format": "pt"})}
     if _has_encoder_file(model) and not model.inference_mode:
-        state = {k: np.ascontiguousarray(v) for k, v in model.prompt_encoder.params.items()}
+        state = {k: np.ascontiguousarray(backend.to_numpy(v)) for k, v in model.prompt_encoder.params.items()}
         files[ENCODER_NAME] = st.save(state, metadata={"format": "np", "minilora": "prompt_encoder"})
     text = json.dumps(prompt_config_dict(model), indent=2, sort_keys=True) + "\n"
     files[CONFIG_NAME] = text.encode("utf-8")
@@ -97,13 +98,19 @@ def prompt_adapter_nbytes(model: PromptLearningModel, inference_only: bool = Tru
     return sum(len(b) for name, b in files.items() if not (inference_only and name == ENCODER_NAME))
 
 
-def save_prompt_adapter(model: PromptLearningModel, path: str | os.PathLike) -> Path:
-    """Write ``model``'s prompt adapter to the directory ``path`` (created) in PEFT's layout; return ``path``."""
-    files = prompt_adapter_files(model)
+def write_files(path: str | os.PathLike, files: dict[str, bytes]) -> Path:
+    """Write ``files`` (name -> bytes) into the directory ``path``, created if needed; return it as a Path."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     for name, content in files.items():
         (path / name).write_bytes(content)
+    return path
+
+
+def save_prompt_adapter(model: PromptLearningModel, path: str | os.PathLike) -> Path:
+    """Write ``model``'s prompt adapter to the directory ``path`` (created) in PEFT's layout; return ``path``."""
+    files = prompt_adapter_files(model)
+    path = write_files(path, files)
     if ENCODER_NAME not in files and (path / ENCODER_NAME).exists():  # a stale one would not match this prompt
         (path / ENCODER_NAME).unlink()
     return path
@@ -179,9 +186,10 @@ def load_prompt_adapter(model: GPT, path: str | os.PathLike, is_trainable: bool 
         raise ValueError(f"{path / WEIGHTS_NAME}: {PROMPT_KEY} has dtype {prompt.dtype}, the model uses {model.dtype}")
     wrapper = PrefixTuningModel if isinstance(config, PrefixTuningConfig) else PromptLearningModel
     dtype = str(model.dtype)
+    xp = backend.xp()
     if not is_trainable:
         encoder = PromptTable(p, width, seed=0, dtype=dtype)
-        encoder.embedding.weight[...] = prompt
+        encoder.embedding.weight[...] = xp.asarray(prompt)
         encoder.freeze()
     elif isinstance(config, PromptTuningConfig) or (isinstance(config, PrefixTuningConfig)
                                                     and not config.prefix_projection):
@@ -190,7 +198,7 @@ def load_prompt_adapter(model: GPT, path: str | os.PathLike, is_trainable: bool 
             encoder.tokenizer_name = config.tokenizer_name_or_path  # the record, kept for the next save
         else:
             encoder = PrefixEncoder(config, c.n_embd, c.n_layer, dtype=dtype)
-        encoder.embedding.weight[...] = prompt
+        encoder.embedding.weight[...] = xp.asarray(prompt)
     else:
         if encoder_state is None:
             raise ValueError(f"adapter directory {str(path)!r} has no {ENCODER_NAME}: its encoder cannot resume "
@@ -206,9 +214,9 @@ def load_prompt_adapter(model: GPT, path: str | os.PathLike, is_trainable: bool 
             if v.shape != params[k].shape or v.dtype != params[k].dtype:
                 raise ValueError(f"{path / ENCODER_NAME}: {k} is {v.dtype}{list(v.shape)}, the encoder needs "
                                  f"{params[k].dtype}{list(params[k].shape)}")
-            params[k][...] = v
+            params[k][...] = xp.asarray(v)
     model_out = wrapper(model, encoder, config)
-    if is_trainable and not np.array_equal(model_out.get_prompt_embedding_to_save(), prompt):
+    if is_trainable and not np.array_equal(backend.to_numpy(model_out.get_prompt_embedding_to_save()), prompt):
         raise ValueError(f"{path / ENCODER_NAME} does not reproduce {PROMPT_KEY} of {path / WEIGHTS_NAME}: the two "
                          "files come from different adapters")
     model.freeze()

@@ -162,7 +162,7 @@ class PromptLearningModel(Module):
             self.train(was_training)
 
     def _check_batch(self, idx: np.ndarray, targets: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
-        idx = np.asarray(idx)
+        idx = idx if hasattr(idx, "ndim") else np.asarray(idx)  # a list; arrays stay on their device
         if idx.ndim != 2:
             raise ValueError(f"idx must be a (B, T) integer array, got shape {idx.shape}")
         p, block = self.num_virtual_tokens, self.config.block_size
@@ -170,7 +170,7 @@ class PromptLearningModel(Module):
             raise ValueError(f"num_virtual_tokens={p} + sequence length T={idx.shape[1]} is {p + idx.shape[1]}; "
                              f"p + T must be at most block_size={block}")
         if targets is not None:
-            targets = np.asarray(targets)
+            targets = targets if hasattr(targets, "ndim") else np.asarray(targets)
             if targets.shape != idx.shape:
                 raise ValueError(f"targets must have the shape of idx {idx.shape}, got {targets.shape}")
         return idx, targets

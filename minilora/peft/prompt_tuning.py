@@ -37,8 +37,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from minilora import backend
 from minilora.nn.gpt import GPT
-from minilora.peft.mapping import register_peft_method
 from minilora.peft.prompt_learning import PromptLearningConfig, PromptLearningModel, PromptTable
 
 INIT_CHOICES = ("RANDOM", "SAMPLE_VOCAB", "TEXT")
@@ -131,7 +131,7 @@ class PromptEmbedding(PromptTable):
             ids = text_token_ids(config.prompt_tuning_init_text, p, V, tokenizer)
         super().__init__(p, C, seed=rng, dtype=str(word_embeddings.dtype))
         if ids is not None:
-            self.embedding.weight[...] = word_embeddings[np.asarray(ids)]
+            self.embedding.weight[...] = word_embeddings[backend.xp().asarray(ids)]
         self.init_token_ids = None if ids is None else [int(i) for i in ids]
         self.tokenizer_name = config.tokenizer_name_or_path  # the record adapter_config.json keeps
         if config.prompt_tuning_init == "TEXT" and self.tokenizer_name is None:
@@ -173,8 +173,6 @@ def prompt_tuning_parameter_count(num_virtual_tokens: int, n_embd: int) -> int:
     """
     return num_virtual_tokens * n_embd
 
-
-register_peft_method(PromptTuningConfig, apply)  # get_peft_model(model, PromptTuningConfig(...)) applies this method
 
 __all__ = ["INIT_CHOICES", "PromptEmbedding", "PromptTuningConfig", "apply", "prompt_tuning_parameter_count",
            "text_token_ids"]

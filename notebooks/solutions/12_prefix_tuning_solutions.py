@@ -44,8 +44,8 @@ print(f"with this recipe the projected prefix's exact match is {M.compared(proje
 lengths = {p: M.seed_runs(PrefixTuningConfig(p), seeds=SEEDS, kept_positions=True) for p in (1, 4, 15)}
 for p, r in lengths.items():
     print(f"p = {p:2d} ({r.trainable:5,d} trained): exact match {r.summary()}")
-print(f"p = 4 against p = 1: {M.compared(lengths[4], lengths[1])}; p = 15 against p = 4: "
-      f"{M.compared(lengths[15], lengths[4])}")
+print(f"the exact match of p = 4 is {M.compared(lengths[4], lengths[1])} that of p = 1; that of p = 15 is "
+      f"{M.compared(lengths[15], lengths[4])} that of p = 4")
 
 # %% [markdown]
 # ## 3. A projected prefix on disk

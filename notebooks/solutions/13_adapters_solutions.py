@@ -26,8 +26,8 @@ for rf, r in sweep.items():
     assert r.trainable == 2 * 2 * (2 * m * 64 + 64 + m)  # two adapters in each of two blocks
     print(f"reduction {rf:2d} (m = {m:2d}, {r.trainable:5,d} trained): exact match {r.summary()}, token accuracy "
           f"{r.mean('token_acc_after'):.3f}")
-print(f"exact match, reduction 4 against 16: {M.compared(sweep[4], sweep[16])}; 16 against 64: "
-      f"{M.compared(sweep[16], sweep[64])}")
+print(f"the exact match at reduction 4 is {M.compared(sweep[4], sweep[16])} that at 16, which is "
+      f"{M.compared(sweep[16], sweep[64])} that at 64")
 
 # %% [markdown]
 # ## 2. Houlsby and Pfeiffer at a matched budget

@@ -28,7 +28,7 @@ import minilora
 from minilora import data
 from minilora.experiments import methods as M
 from minilora.experiments import methods_plots as plots
-from minilora.nn import GPT, GPTConfig
+from minilora.experiments import methods_probe as probe
 from minilora.nn.gradcheck import gradcheck
 from minilora.peft import (
     LoraConfig,
@@ -95,22 +95,11 @@ show_source(p_tuning.PromptEncoder.forward, p_tuning.PromptEncoder.backward)
 # bidirectional LSTM (its backward through time is in `minilora/peft/lstm.py`).
 
 # %%
-tiny = GPTConfig(vocab_size=7, block_size=9, n_layer=2, n_head=2, n_embd=8, mlp_ratio=2, dtype="float64")
-
-
-def tiny_gpt(seed=0):
-    model = GPT(tiny, seed=seed)
-    rng = np.random.default_rng(seed + 100)
-    for name, param in model.params.items():
-        param[...] = rng.normal(0, 0.3, param.shape) + (1.0 if ".ln_" in name and name.endswith("weight") else 0.0)
-    return model
-
-
 rng = np.random.default_rng(0)
 idx, targets = rng.integers(0, 7, (2, 4)), rng.integers(0, 7, (2, 4))
-checks = {"prompt tuning": prompt_tuning.apply(tiny_gpt(), PromptTuningConfig(3)),
-          "p-tuning (MLP)": p_tuning.apply(tiny_gpt(), PromptEncoderConfig(3, encoder_hidden_size=5)),
-          "p-tuning (LSTM)": p_tuning.apply(tiny_gpt(), PromptEncoderConfig(3, "LSTM", 2, encoder_num_layers=1))}
+checks = {"prompt tuning": prompt_tuning.apply(M.gradcheck_gpt(), PromptTuningConfig(3)),
+          "p-tuning (MLP)": p_tuning.apply(M.gradcheck_gpt(), PromptEncoderConfig(3, encoder_hidden_size=5)),
+          "p-tuning (LSTM)": p_tuning.apply(M.gradcheck_gpt(), PromptEncoderConfig(3, "LSTM", 2, encoder_num_layers=1))}
 for name, model in checks.items():
     errors = gradcheck(model, idx, targets)
     print(f"{name:16s} {len(errors):2d} trainable arrays, largest relative error {max(errors.values()):.1e}")
@@ -159,9 +148,7 @@ runs = {
     "p-tuning (MLP, H=64)": M.seed_runs(PromptEncoderConfig(P, encoder_hidden_size=64), keep_models=True, **kw),
     "LoRA r=1 on q, v": M.seed_runs(LoraConfig(r=1, lora_alpha=1), **kw),
 }
-print(f"{'method':38s} {'trained':>8s}  {'exact match (mean ± sd, range)':>40s}  {'token accuracy':>14s}")
-for label, r in runs.items():
-    print(f"{label:38s} {r.trainable:8,d}  {r.summary():>40s}  {r.mean('token_acc_after'):14.3f}")
+print(M.runs_table(runs))
 print(f"\nexact match before training: at most {max(r.values('exact_match_before').max() for r in runs.values()):.3f}"
       " in every run")
 
@@ -179,7 +166,7 @@ print(f"1. with the same 512 trained numbers, prompt tuning's exact match is {M.
       f"{M.compared(peft_pos, lora, 'token_acc_after')} LoRA's ({peft_pos.mean('token_acc_after'):.3f} vs "
       f"{lora.mean('token_acc_after'):.3f})")
 print(f"2. with the real tokens at their pretraining positions, prompt tuning's token accuracy is "
-      f"{M.compared(kept, peft_pos, 'token_acc_after')} with PEFT's positions "
+      f"{M.compared(kept, peft_pos, 'token_acc_after')} that with PEFT's positions "
       f"({kept.mean('token_acc_after'):.3f} vs {peft_pos.mean('token_acc_after'):.3f}); exact match "
       f"{kept.mean():.3f} vs {peft_pos.mean():.3f}")
 print(f"3. p-tuning's token accuracy is {M.compared(ptune, peft_pos, 'token_acc_after')} prompt tuning's "
@@ -205,12 +192,12 @@ print(f"4. every prompt run improves the held-out loss: "
 # puts on the prompt, and `u` a mix of the prompt's own values. The prompt can dilute what attention does with
 # the real tokens' values and add something of its own; it cannot change how the real tokens' values are
 # weighted against each other (Li & Liang 2021 and He et al. 2022 derive the same form). Checked on the trained
-# model (`M.attention_decomposition`, float32):
+# model (`probe.attention_decomposition`, float32):
 
 # %%
 model = runs["prompt tuning, real tokens at 0..T-1"].models[0]  # seed 0, trained above
 eval_idx, _ = data.heldout_eval_batch(128)
-dec = M.attention_decomposition(model, eval_idx)
+dec = probe.attention_decomposition(model, eval_idx)
 print(f"max |y − ((1 − λ) y_base + λ u)| = {dec['decomposition_error']:.1e}")
 print(f"max difference between the real tokens' attention weights (renormalized) and the base model's: "
       f"{dec['real_attention_error']:.1e}")

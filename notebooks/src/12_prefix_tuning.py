@@ -24,7 +24,7 @@ import minilora
 from minilora import data
 from minilora.experiments import methods as M
 from minilora.experiments import methods_plots as plots
-from minilora.nn import GPT, GPTConfig
+from minilora.experiments import methods_probe as probe
 from minilora.nn.gradcheck import gradcheck
 from minilora.peft import LoraConfig, PrefixTuningConfig, PromptTuningConfig, prefix_tuning, prompt_tuning
 from minilora.peft.prefix_tuning import PrefixTuningModel, past_key_values_to_prefix, prefix_to_past_key_values
@@ -88,21 +88,10 @@ show_source(PrefixTuningModel.forward, PrefixTuningModel.backward, prefix_to_pas
 # projection:
 
 # %%
-tiny = GPTConfig(vocab_size=7, block_size=9, n_layer=2, n_head=2, n_embd=8, mlp_ratio=2, dtype="float64")
-
-
-def tiny_gpt(seed=0):
-    gpt = GPT(tiny, seed=seed)
-    rng = np.random.default_rng(seed + 100)
-    for name, param in gpt.params.items():
-        param[...] = rng.normal(0, 0.3, param.shape) + (1.0 if ".ln_" in name and name.endswith("weight") else 0.0)
-    return gpt
-
-
 rng = np.random.default_rng(0)
 idx, targets = rng.integers(0, 7, (2, 4)), rng.integers(0, 7, (2, 4))
 for projection in (False, True):
-    errors = gradcheck(prefix_tuning.apply(tiny_gpt(), PrefixTuningConfig(3, projection, 5)), idx, targets)
+    errors = gradcheck(prefix_tuning.apply(M.gradcheck_gpt(), PrefixTuningConfig(3, projection, 5)), idx, targets)
     print(f"prefix_projection={projection!s:5s}: {len(errors)} trainable arrays, largest relative error "
           f"{max(errors.values()):.1e}")
 
@@ -111,11 +100,11 @@ for projection in (False, True):
 #
 # In a prompt-tuned model the virtual tokens come first and attend only to each other, so the keys and values
 # every layer computes for them do not depend on the input. Computing them once and handing them to the GPT as
-# a prefix must give the same model (`M.prompt_as_prefix`). Checked in float64 on a prompt-tuned base GPT:
+# a prefix must give the same model (`probe.prompt_as_prefix`). Checked in float64 on a prompt-tuned base GPT:
 
 # %%
 prompt_model = prompt_tuning.apply(minilora.load_base_model().to("float64"), PromptTuningConfig(P), seed=0)
-as_prefix = M.prompt_as_prefix(prompt_model)
+as_prefix = probe.prompt_as_prefix(prompt_model)
 eval_idx, eval_targets = data.heldout_eval_batch(128)
 diff = np.abs(as_prefix.forward(eval_idx)[0] - prompt_model.forward(eval_idx)[0]).max()
 print(f"max |logits(prompt) − logits(the same prompt as a prefix)| = {diff:.1e} in float64")
@@ -153,9 +142,7 @@ runs = {
     "prompt tuning, real tokens at 0..T-1": M.seed_runs(PromptTuningConfig(P), kept_positions=True, **kw),
     "LoRA r=4 on q, v": M.seed_runs(LoraConfig(r=4, lora_alpha=4), **kw),
 }
-print(f"{'method':38s} {'trained':>8s}  {'exact match (mean ± sd, range)':>40s}  {'token accuracy':>14s}")
-for label, r in runs.items():
-    print(f"{label:38s} {r.trainable:8,d}  {r.summary():>40s}  {r.mean('token_acc_after'):14.3f}")
+print(M.runs_table(runs))
 
 # %%
 fig = plots.runs_plot(runs, "exact_match", "held-out task: exact match (mean over 3 seeds, min–max band)")
@@ -167,12 +154,12 @@ plt.show()
 # %%
 peft_pos, deep, shallow, lora = runs.values()
 print(f"1. with the real tokens at 0..T-1, the deep prompt's (prefix) exact match is {M.compared(deep, shallow)} "
-      f"the shallow one's (prompt) ({deep.mean():.3f} vs {shallow.mean():.3f}), its token accuracy "
-      f"{M.compared(deep, shallow, 'token_acc_after')} it ({deep.mean('token_acc_after'):.3f} vs "
+      f"the shallow one's (prompt) ({deep.mean():.3f} vs {shallow.mean():.3f}), and its token accuracy "
+      f"{M.compared(deep, shallow, 'token_acc_after')} the shallow one's ({deep.mean('token_acc_after'):.3f} vs "
       f"{shallow.mean('token_acc_after'):.3f})")
 print(f"2. with the same 2,048 trained numbers, prefix tuning's exact match is {M.compared(deep, lora)} LoRA's "
       f"with the real tokens at 0..T-1 ({deep.mean():.3f} vs {lora.mean():.3f}), and "
-      f"{M.compared(peft_pos, lora)} it with PEFT's positions ({peft_pos.mean():.3f})")
+      f"{M.compared(peft_pos, lora)} LoRA's with PEFT's positions ({peft_pos.mean():.3f})")
 print(f"3. PEFT's positions against the kept ones: prefix tuning's exact match {peft_pos.mean():.3f} is "
       f"{M.compared(peft_pos, deep)} {deep.mean():.3f}")
 
@@ -186,10 +173,10 @@ print(f"3. PEFT's positions against the kept ones: prefix tuning's exact match {
 # The identity of chapter 11 holds in every layer, now with the trained keys and values: a real token's
 # attention output is `(1 − λ) · y_base + λ · u`, with `y_base` what the frozen layer does with the real tokens'
 # values, λ the weight on the prefix and `u` a mix of the prefix values. Checked in layer 0 of the trained
-# prefix (`M.attention_decomposition`, float32):
+# prefix (`probe.attention_decomposition`, float32):
 
 # %%
-dec = M.attention_decomposition(deep.models[0], eval_idx)
+dec = probe.attention_decomposition(deep.models[0], eval_idx)
 print(f"max |y − ((1 − λ) y_base + λ u)| = {dec['decomposition_error']:.1e}; real tokens' renormalized attention "
       f"vs the base model's: {dec['real_attention_error']:.1e}; vs the model's own forward: {dec['model_error']:.1e}")
 print("all at float32 rounding level (< 1e-4)" if max(dec["decomposition_error"], dec["real_attention_error"],

@@ -26,7 +26,6 @@ from minilora import data
 from minilora.experiments import methods as M
 from minilora.experiments import methods_plots as plots
 from minilora.experiments.methods_probe import value_reflection_probe
-from minilora.nn import GPT, GPTConfig
 from minilora.nn.gradcheck import gradcheck
 from minilora.peft import (
     BlockWithAdapters,
@@ -90,21 +89,10 @@ show_source(BottleneckAdapter.forward, BottleneckAdapter.backward, BlockWithAdap
 # carries gradient:
 
 # %%
-tiny = GPTConfig(vocab_size=7, block_size=9, n_layer=2, n_head=2, n_embd=8, mlp_ratio=2, dtype="float64")
-
-
-def tiny_gpt(seed=0):
-    gpt = GPT(tiny, seed=seed)
-    rng = np.random.default_rng(seed + 100)
-    for name, param in gpt.params.items():
-        param[...] = rng.normal(0, 0.3, param.shape) + (1.0 if ".ln_" in name and name.endswith("weight") else 0.0)
-    return gpt
-
-
 rng = np.random.default_rng(0)
 idx, targets = rng.integers(0, 7, (2, 4)), rng.integers(0, 7, (2, 4))
 for config in (DoubleSeqBnConfig(reduction_factor=2), SeqBnConfig(reduction_factor=2)):
-    model = adapters.apply(tiny_gpt(), config, seed=1)
+    model = adapters.apply(M.gradcheck_gpt(), config, seed=1)
     for name in model.trainable_names():
         model.params[name][...] += rng.normal(0, 0.3, model.params[name].shape)
     errors = gradcheck(model, idx, targets)
@@ -142,9 +130,7 @@ runs = {
     "Pfeiffer (SeqBn)": M.seed_runs(SeqBnConfig(), **kw),
     "LoRA r=4 on q, v": M.seed_runs(LoraConfig(r=4, lora_alpha=4), **kw),
 }
-print(f"{'method':24s} {'trained':>8s}  {'exact match (mean ± sd, range)':>40s}  {'token accuracy':>14s}")
-for label, r in runs.items():
-    print(f"{label:24s} {r.trainable:8,d}  {r.summary():>40s}  {r.mean('token_acc_after'):14.3f}")
+print(M.runs_table(runs))
 houlsby, pfeiffer, lora = runs.values()
 print(f"\nHoulsby's exact match is {M.compared(houlsby, pfeiffer)} Pfeiffer's, with "
       f"{houlsby.trainable / pfeiffer.trainable:.0f}x the parameters, and {M.compared(houlsby, lora)} LoRA r = 4's "

@@ -7,6 +7,7 @@ import pytest
 import minilora
 from minilora import data
 from minilora.experiments import methods as M
+from minilora.experiments import methods_probe as probe
 from minilora.experiments.methods_probe import value_reflection_probe
 from minilora.peft import (
     DoubleSeqBnConfig,
@@ -47,7 +48,7 @@ def test_toy_tokenizer_refuses_unknown_tokens():
 def test_attention_decomposition_holds_to_float64_rounding(name, kept):
     model, _ = apply_method(name)
     model = M.keep_positions(model) if kept else model
-    dec = M.attention_decomposition(model, batch(B=3, T=5)[0])
+    dec = probe.attention_decomposition(model, batch(B=3, T=5)[0])
     assert dec["decomposition_error"] < 1e-12 and dec["real_attention_error"] < 1e-12 and dec["model_error"] < 1e-12
     assert dec["lambda"].shape == (3, 2, 5) and ((dec["lambda"] > 0) & (dec["lambda"] < 1)).all()
 
@@ -55,14 +56,14 @@ def test_attention_decomposition_holds_to_float64_rounding(name, kept):
 @pytest.mark.parametrize("name", ["prompt", "ptuning_mlp", "ptuning_lstm"])
 def test_prompt_as_prefix_gives_the_prompt_models_logits(name):
     model, _ = apply_method(name)
-    prefix = M.prompt_as_prefix(model)
+    prefix = probe.prompt_as_prefix(model)
     idx, _ = batch(B=3, T=5)
     np.testing.assert_allclose(prefix.forward(idx)[0], model.forward(idx)[0], rtol=0, atol=1e-12)
     assert prefix.get_prompt().shape == (3, 2 * 2 * 8) and prefix.trainable_names() == []
     with pytest.raises(ValueError, match="PEFT's positions"):
-        M.prompt_as_prefix(M.keep_positions(model))
+        probe.prompt_as_prefix(M.keep_positions(model))
     with pytest.raises(ValueError, match="PEFT's positions"):
-        M.prompt_as_prefix(prefix)
+        probe.prompt_as_prefix(prefix)
 
 
 def test_kept_positions_give_the_real_tokens_their_pretraining_positions():
@@ -92,6 +93,11 @@ def test_runs_summary_and_verdicts():
     assert (M.compared(a, b), M.compared(b, a), M.compared(a, c)) == ("higher than", "lower than",
                                                                       "not distinguishable from")
     assert "trainable 5" in repr(a)
+    for r in (a, b):
+        for rep in r.reports:
+            rep["token_acc_after"] = 0.5
+    table = M.runs_table({"a": a, "longer label": b}).splitlines()
+    assert len(table) == 3 and table[1].startswith("a ") and "0.600 ± 0.100" in table[1] and table[2].endswith("0.500")
 
 
 def test_finetune_report_and_method_names():
