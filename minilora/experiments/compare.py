@@ -187,25 +187,6 @@ def lr_sweep(method: str, lrs=LR_GRID, recipe: Recipe = CHAPTER_RECIPE) -> dict[
                          quantization=quantization)[2]["loss_after"] for lr in lrs}
 
 
-def position_shift_exact_match(shifts=(0, 4, 8, 15), tasks=data.PRETRAIN_TASKS, n: int = 512,
-                                seed: int = 12345) -> dict[int, float]:
-    """The shipped base model's mean exact match over its pretraining ``tasks`` when every sequence sits
-    ``shift`` positions later (``position_ids = shift .. shift + T − 1``), as the real tokens do behind ``p``
-    virtual tokens of prompt tuning, p-tuning or prefix tuning. ``{shift: exact match}``."""
-    model = load_base_model().eval()
-    out = {}
-    for shift in shifts:
-        scores = []
-        for task in tasks:
-            idx, targets = data.task_batch(task, n, np.random.default_rng([seed, 1 << 30]))
-            logits, _ = model.forward(idx, position_ids=np.arange(shift, shift + idx.shape[1]))
-            mask = targets != data.IGNORE_INDEX
-            right = (logits.argmax(axis=-1) == targets) | ~mask
-            scores.append(float(right.all(axis=1).mean()))
-        out[shift] = float(np.mean(scores))
-    return out
-
-
 def spread(values) -> tuple[float, float]:
     """``(mean, sample standard deviation)`` over seeds (std 0 for one seed).
 
@@ -259,5 +240,5 @@ def comparison(timing: bool = True) -> dict[str, dict[str, dict]]:
 
 __all__ = ["BUDGET", "BUDGET_KNOBS", "CHAPTER_RECIPE", "LOSS_THRESHOLD", "LR_GRID", "SEEDS", "SMOOTHING",
            "budget_configs", "compare", "comparison", "default_configs", "lr_sweep", "measure_memory",
-           "position_shift_exact_match", "saved_bytes",
+           "saved_bytes",
            "spread", "step_time_ratios", "steps_to_threshold", "table", "threshold_summary"]

@@ -10,6 +10,10 @@ The names follow PEFT (``get_peft_model``, ``LoraConfig``, ``r``, ``lora_alpha``
 student who moves to the real library finds the same words.
 """
 
+from minilora.peft import adapters as _adapters
+from minilora.peft import p_tuning as _p_tuning
+from minilora.peft import prefix_tuning as _prefix_tuning
+from minilora.peft import prompt_tuning as _prompt_tuning
 from minilora.peft.adapter_io import adapter_files, read_adapter
 from minilora.peft.adapters import (
     BlockWithAdapters,
@@ -60,8 +64,11 @@ from minilora.peft.prompt_learning import PromptLearningConfig, PromptLearningMo
 from minilora.peft.prompt_tuning import PromptEmbedding, PromptTuningConfig, prompt_tuning_parameter_count
 from minilora.peft.qlora import Linear4bit, QLoRALinear, QuantizedWeight, merge_rounding_error, prepare_qlora
 
-# the adapter files of the prompt methods and of the adapters, for save_adapter / load_adapter (each method
-# registers itself with get_peft_model in its own module, LoRA its files in adapter_io)
+# the prompt methods and the adapters in get_peft_model, save_adapter and load_adapter (LoRA registers itself:
+# inject.py and adapter_io.py)
+for _cls, _apply in ((PromptTuningConfig, _prompt_tuning.apply), (PromptEncoderConfig, _p_tuning.apply),
+                     (PrefixTuningConfig, _prefix_tuning.apply), (BnConfig, _adapters.apply)):
+    register_peft_method(_cls, _apply)
 for _cls in (PromptTuningConfig, PromptEncoderConfig, PrefixTuningConfig):
     register_adapter_io(_cls, save_prompt_adapter, load_prompt_adapter)
 register_adapter_io(BnConfig, save_adapters, load_adapters)
