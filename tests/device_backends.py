@@ -13,6 +13,7 @@ module: take the fixture ``device`` (``tests/conftest.py`` makes it available ev
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 
 import numpy as np
@@ -85,3 +86,13 @@ def same(name: str, got, ref, rtol: float = 1e-5) -> None:
         np.testing.assert_array_equal(got, ref)
     else:  # pragma: no cover - runs on GPU machines
         np.testing.assert_allclose(got, ref, rtol=rtol, atol=rtol * 1e-2)
+
+
+def file_contents(files: dict[str, bytes]) -> dict:
+    """An adapter directory's content: the config text, the tensors and the safetensors metadata (the bytes of a
+    safetensors file with two metadata keys are not reproducible: safetensors orders them as a hash map does)."""
+    from safetensors.numpy import load
+
+    raw = files["adapter_model.safetensors"]
+    header = json.loads(raw[8:8 + int.from_bytes(raw[:8], "little")])
+    return {"config": files["adapter_config.json"], "tensors": load(raw), "metadata": header["__metadata__"]}
