@@ -11,7 +11,7 @@ import importlib.util
 
 import numpy as np
 import pytest
-from device_backends import host, on, same
+from device_backends import DEVICE_BACKENDS, host, on, same
 
 from minilora import backend, data
 from minilora.nn import GPT, GPTConfig
@@ -207,3 +207,25 @@ def test_host_arrays_on_a_device_backend_are_refused_by_name(device, kw, arg):
         model.forward([[1, 2, 3]])  # lists are converted: they are nobody's device
 
     on(device, run)
+
+
+@pytest.mark.skipif("cupy" not in DEVICE_BACKENDS, reason="CUDA managed memory needs CuPy and a GPU")
+def test_managed_paged_step_equals_plain_adamw_on_cupy():  # pragma: no cover - GPU machines
+    """``PagedAdamW(managed=True)``: the state in cupy.cuda.malloc_managed memory, paged by prefetches; the
+    update is AdamW's (tiny buffers: never ask for managed memory near the card's size)."""
+    def run():
+        batches = [data.task_batch(data.PRETRAIN_TASKS, 2, seed=i) for i in range(3)]
+        ref = GPT(CFG, seed=0)
+        ref_losses = train_steps(ref, AdamW(ref, lr=1e-2), batches)
+        model = GPT(CFG, seed=0)
+        memory = DeviceMemory(budget=10**9)
+        opt = PagedAdamW(model, memory, lr=1e-2, page_size=4096, managed=True)
+        memory.budget = opt.buffer.npages * 4096 + 8192
+        losses = train_steps(model, opt, batches, memory, lambda m: 16384)
+        assert opt.buffer.managed and opt.stats.page_outs > 0 and opt.stats.page_ins > 0
+        return {"losses": losses, "ref_losses": ref_losses, "params": host(model.params),
+                "ref_params": host(ref.params)}
+
+    got = on("cupy", run)
+    np.testing.assert_allclose(got["losses"], got["ref_losses"], rtol=1e-6)
+    same("cupy", got["params"], got["ref_params"])
