@@ -2,10 +2,22 @@
 
 A figure function takes no arguments, draws with fixed seeds and returns a
 :class:`matplotlib.figure.Figure`; :func:`register` adds it to :data:`REGISTRY` under its
-file name (``float_formats`` is written as ``float_formats.png``). Figures are written with
-the Agg renderer (the CLI selects the Agg backend; in a notebook they display inline) and
-without timestamps or version metadata, so regenerating one changes no bytes
-(``python -m minilora figures``).
+file name (``float_formats`` is written as ``float_formats.png``) and, for a figure that stands for one
+of the blog's pictures, the blog's file name (``量化.jpeg``). Figures are written with the Agg renderer
+(the CLI selects the Agg backend; in a notebook they display inline) and without timestamps or version
+metadata.
+
+What determines a figure's bytes (recorded in ``figures/MANIFEST.json``):
+
+* **exact figures** (diagrams, formats, quantization): the code and the drawing libraries only
+  (matplotlib with its bundled FreeType, Pillow with zlib and libjpeg, NumPy, SciPy). The same versions
+  give the same bytes on every x86-64 machine, so ``python -m minilora figures`` leaves them untouched.
+* **trained figures** (``trained=True``: ``lora_init``, ``lora_rank``): also the float32 round-off of the
+  training runs they plot, which depends on the BLAS kernel OpenBLAS picks for the processor and on its
+  thread count. The CLI pins BLAS to one thread; a fresh render that is within
+  :data:`minilora.figures.compare.TOLERANCE` of the committed file (pixels compared, as pytest-mpl does)
+  leaves the committed file untouched, so a fresh clone on another machine stays clean; a real change
+  exceeds the tolerance and is written.
 
 Chapters live in submodules (``formats``, ``quant``, ``training``, ``lora``, ``qlora``); each
 registers its figures on import. The library never imports this package: it sits on top.
@@ -17,6 +29,8 @@ import hashlib
 import importlib
 import json
 import os
+import shutil
+import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +38,8 @@ from pathlib import Path
 import matplotlib
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
+
+from minilora.figures.compare import TOLERANCE, PixelDifference, pixel_difference
 
 #: chapter submodules that register figures, in reading order
 CHAPTERS = ("lora", "training", "formats", "quant", "qlora")
@@ -41,25 +57,46 @@ RC = {
 
 @dataclass(frozen=True)
 class FigureSpec:
-    """A registered figure: its name, drawing function and (optionally) the blog's file name."""
+    """A registered figure.
+
+    Attributes
+    ----------
+    name : the figure's name, also its file name (``name.png``).
+    func : the drawing function (no arguments, returns a Figure).
+    blog_name : the file name of the blog picture it stands for (``量化.jpeg``), or None.
+    description : the first line of the function's docstring.
+    trained : the figure plots float32 training runs, so its pixels carry BLAS round-off and are compared
+        with :data:`~minilora.figures.compare.TOLERANCE` instead of byte for byte.
+    """
 
     name: str
     func: Callable[[], Figure]
     blog_name: str | None = None
     description: str = ""
+    trained: bool = False
+
+    @property
+    def files(self) -> list[str]:
+        """The file names the CLI writes: ``name.png`` and, if different, the blog's file name."""
+        files = [f"{self.name}.png"]
+        if self.blog_name and self.blog_name not in files:
+            files.append(self.blog_name)
+        return files
 
 
 REGISTRY: dict[str, FigureSpec] = {}
 
 
-def register(name: str, blog_name: str | None = None) -> Callable[[Callable[[], Figure]], Callable[[], Figure]]:
-    """Decorator: register a figure function under ``name`` (and the blog's file name, if any)."""
+def register(
+    name: str, blog_name: str | None = None, trained: bool = False
+) -> Callable[[Callable[[], Figure]], Callable[[], Figure]]:
+    """Decorator: register a figure function under ``name`` (see :class:`FigureSpec` for the rest)."""
 
     def deco(func: Callable[[], Figure]) -> Callable[[], Figure]:
         if name in REGISTRY and REGISTRY[name].func is not func:
             raise ValueError(f"figure name {name!r} is registered twice")
         doc = (func.__doc__ or "").strip().splitlines()
-        REGISTRY[name] = FigureSpec(name, func, blog_name, doc[0] if doc else "")
+        REGISTRY[name] = FigureSpec(name, func, blog_name, doc[0] if doc else "", trained)
         return func
 
     return deco
@@ -105,69 +142,180 @@ def draw(name: str) -> Figure:
 
 
 def render(name: str, out_dir: str | os.PathLike = "figures", blog_names: bool = False) -> list[Path]:
-    """Draw figure ``name`` and write it to ``out_dir``; return the written paths.
+    """Draw figure ``name`` and write it to ``out_dir`` (overwriting); return the written paths.
 
     With ``blog_names=True`` a figure that stands for one of the blog's pictures is also written
     under the blog's file name and format (``量化.jpeg``, ``余弦退火.png``, ...).
     """
     spec = load_all().get(name)
+    if spec is None:
+        raise ValueError(f"unknown figure {name!r}; valid names: {', '.join(REGISTRY)}")
     fig = draw(name)
     with plt.rc_context(RC):
         try:
-            paths = [save(fig, Path(out_dir) / f"{name}.png")]
-            if blog_names and spec.blog_name:
-                paths.append(save(fig, Path(out_dir) / spec.blog_name))
+            return [save(fig, Path(out_dir) / f) for f in (spec.files if blog_names else spec.files[:1])]
         finally:
             plt.close(fig)
-    return paths
 
 
+# ------------------------------------------------------------------ what determines the bytes: the manifest
 MANIFEST = "MANIFEST.json"
 
 
-def versions() -> dict[str, str]:
-    """What determines a figure's bytes besides the code: library versions and the machine.
+def determined_by() -> dict[str, str]:
+    """The library versions that determine every figure's bytes (matplotlib draws and rasterises the text
+    with its bundled FreeType; Pillow compresses PNGs with zlib and JPEGs with libjpeg; NumPy and SciPy
+    compute what is drawn)."""
+    import numpy
+    import PIL
+    import scipy
+    from matplotlib import ft2font
+    from PIL import features
 
-    A different matplotlib or NumPy may draw or compute differently, and figures that train a model
-    depend on the BLAS library's summation order, which changes with the number of threads it uses
-    (by default one per core) and with the processor.
-    """
+    return {"matplotlib": matplotlib.__version__, "freetype": ft2font.__freetype_version__,
+            "pillow": PIL.__version__, "zlib": str(features.version("zlib")),
+            "libjpeg": str(features.version("jpg")), "numpy": numpy.__version__, "scipy": scipy.__version__}
+
+
+def blas_info() -> dict[str, str]:
+    """What the trained figures' round-off depends on: the machine, the BLAS library, the kernel it picked
+    for this processor and its thread count (read from OpenBLAS itself where it can be; else the
+    environment variable that sets it)."""
+    import ctypes
+    import glob
     import platform
 
     import numpy
 
-    return {"matplotlib": matplotlib.__version__, "numpy": numpy.__version__,
-            "machine": platform.machine(), "cpus": str(os.cpu_count()),
+    info = {"machine": platform.machine(), "blas": "unknown", "blas_kernel": "unknown",
             "blas_threads": os.environ.get("OPENBLAS_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "default"))}
+    try:
+        cfg = numpy.show_config(mode="dicts")["Build Dependencies"]["blas"]
+        info["blas"] = f"{cfg['name']} {cfg['version']}"
+    except (KeyError, TypeError, AttributeError):
+        pass
+    libdir = Path(numpy.__file__).parent.parent / "numpy.libs"  # where NumPy's wheels bundle OpenBLAS
+    for lib in sorted(glob.glob(str(libdir / "*openblas*"))):
+        try:
+            handle = ctypes.CDLL(lib)
+        except OSError:
+            continue
+        for prefix, suffix in (("scipy_openblas", "64_"), ("openblas", "64_"), ("openblas", "")):
+            core = getattr(handle, f"{prefix}_get_corename{suffix}", None)
+            threads = getattr(handle, f"{prefix}_get_num_threads{suffix}", None)
+            if core is not None and threads is not None:
+                core.restype = ctypes.c_char_p
+                info["blas_kernel"] = core().decode()
+                info["blas_threads"] = str(threads())
+                return info
+    return info
 
 
-def update_manifest(out_dir: str | os.PathLike, paths: Iterable[Path]) -> Path:
-    """Record the SHA-256 of each written figure and the library versions in ``out_dir/MANIFEST.json``.
-
-    ``tests/test_figures.py`` regenerates every figure and compares it with the committed bytes when
-    the installed versions equal the recorded ones (and skips, saying why, when they differ).
-    """
+def read_manifest(out_dir: str | os.PathLike = "figures") -> dict:
+    """The manifest of ``out_dir`` (an empty one when there is none)."""
     path = Path(out_dir) / MANIFEST
-    manifest = json.loads(path.read_text()) if path.exists() else {}
-    if manifest.get("versions") != versions():
-        manifest = {"versions": versions(), "sha256": {}}
-    for p in paths:
-        manifest["sha256"][p.name] = hashlib.sha256(p.read_bytes()).hexdigest()
-    manifest["sha256"] = dict(sorted(manifest["sha256"].items()))
-    path.write_text(json.dumps(manifest, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    if not path.exists():
+        return {"determined_by": {}, "tolerance": {}, "figures": {}}
+    manifest = json.loads(path.read_text(encoding="utf-8"))
+    if "figures" not in manifest:  # the old layout ({"versions", "sha256"}): start afresh
+        return {"determined_by": {}, "tolerance": {}, "figures": {}}
+    return manifest
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _write_manifest(out_dir: Path, written: dict[str, FigureSpec]) -> Path | None:
+    """Record the written files in the manifest; rewrite it only when its text changes. Returns its path
+    when it was written."""
+    path = out_dir / MANIFEST
+    manifest = read_manifest(out_dir)
+    old_text = path.read_text(encoding="utf-8") if path.exists() else None
+    if written:
+        manifest["determined_by"] = determined_by()
+    manifest["tolerance"] = {**TOLERANCE.as_dict(), "applies_to": "trained figures; the others match byte for byte"}
+    blas = blas_info()
+    for file, spec in written.items():
+        entry: dict = {"sha256": _sha256(out_dir / file), "trained": spec.trained}
+        if spec.trained:
+            entry["rendered_with"] = blas
+        manifest["figures"][file] = entry
+    manifest = {"about": ("SHA-256 of each figure and what its bytes depend on. Exact figures depend only on "
+                          "the code and determined_by; trained figures also on the float32 round-off of the "
+                          "BLAS kernel and thread count in rendered_with, and are kept when a fresh render "
+                          "is within tolerance (pixels compared; see minilora/figures/compare.py)."),
+                "determined_by": manifest["determined_by"], "tolerance": manifest["tolerance"],
+                "figures": dict(sorted(manifest["figures"].items()))}
+    text = json.dumps(manifest, indent=1, ensure_ascii=False) + "\n"
+    if text == old_text:
+        return None
+    path.write_text(text, encoding="utf-8")
     return path
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """What :func:`render_many` did with one file.
+
+    Attributes
+    ----------
+    path : the file in the output directory.
+    status : ``"new"`` (there was none), ``"unchanged"`` (the fresh render has the same bytes),
+        ``"kept"`` (a trained figure whose fresh render is within tolerance of the file: the file is left as
+        it was) or ``"rewritten"``.
+    difference : the pixel comparison, when the bytes differed.
+    """
+
+    path: Path
+    status: str
+    difference: PixelDifference | None = None
+
+    def __str__(self) -> str:
+        detail = f"  ({self.difference})" if self.difference is not None else ""
+        return f"{self.status:<9} {self.path}{detail}"
+
+
+def _place(fresh: Path, target: Path, spec: FigureSpec) -> Outcome:
+    """Move ``fresh`` onto ``target`` unless ``target`` already shows the same figure."""
+    if not target.exists():
+        shutil.move(fresh, target)
+        return Outcome(target, "new")
+    if fresh.read_bytes() == target.read_bytes():
+        return Outcome(target, "unchanged")
+    diff = pixel_difference(fresh, target)
+    if spec.trained and diff.within(TOLERANCE):
+        return Outcome(target, "kept", diff)
+    shutil.move(fresh, target)
+    return Outcome(target, "rewritten", diff)
+
+
 def render_many(selected: Iterable[str] | None = None, out_dir: str | os.PathLike = "figures",
-                blog_names: bool = False) -> list[Path]:
-    """Render the named figures (all when ``selected`` is empty or None)."""
+                blog_names: bool = True) -> list[Outcome]:
+    """Render the named figures (all when ``selected`` is empty or None) into ``out_dir``.
+
+    A file is written only when it is new or shows a different figure: the same bytes, or for a trained
+    figure pixels within :data:`~minilora.figures.compare.TOLERANCE`, leave the existing file untouched (so
+    regenerating on a fresh clone changes nothing). ``MANIFEST.json`` records what was written.
+    """
     registry = load_all()
     selected = list(selected or registry)
     unknown = [n for n in selected if n not in registry]
     if unknown:
         raise ValueError(f"unknown figure(s) {', '.join(map(repr, unknown))}; valid names: {', '.join(registry)}")
-    paths: list[Path] = []
-    for n in selected:
-        paths += render(n, out_dir, blog_names)
-    update_manifest(out_dir, paths)
-    return paths
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    outcomes: list[Outcome] = []
+    written: dict[str, FigureSpec] = {}
+    manifest = read_manifest(out_dir)["figures"]
+    with tempfile.TemporaryDirectory(dir=out_dir, prefix=".render-") as tmp:
+        for name in selected:
+            spec = registry[name]
+            for fresh in render(name, tmp, blog_names):
+                outcome = _place(fresh, out_dir / fresh.name, spec)
+                outcomes.append(outcome)
+                recorded = manifest.get(fresh.name, {}).get("sha256")
+                if outcome.status in ("new", "rewritten") or recorded != _sha256(outcome.path):
+                    written[fresh.name] = spec
+    _write_manifest(out_dir, written)
+    return outcomes

@@ -53,19 +53,25 @@ def qlora_diagram() -> Figure:
             base_fc, base_txt = _BASE4, "4-bit NF4 transformer\n(frozen, double-quantized,\nBF16 compute)"
         else:
             base_fc, base_txt = _BASE16, "16-bit transformer" + ("\n(trainable)" if c == 0 else "\n(frozen)")
-        _box(ax, x0, 3.6, 3.0, 2.9, base_fc, base_txt)
-        for k in range(3):  # layers inside the base
-            ax.plot([x0 + 0.2, x0 + 2.8], [4.15 + 0.75 * k] * 2, color="0.6", lw=0.6)
+        # the base: its name in a header above a stack of layers, so that no line crosses the text
+        ax.add_patch(FancyBboxPatch((x0, 3.4), 3.0, 3.2, boxstyle="round,pad=0.02", fc=base_fc, ec="0.35", lw=1.0))
+        ax.text(x0 + 1.5, 6.05, base_txt, ha="center", va="center", fontsize=9)
+        layer_y = [3.55 + 0.6 * k for k in range(3)]  # bottom of each layer, first layer lowest
+        for k, y in enumerate(layer_y):
+            ax.add_patch(FancyBboxPatch((x0 + 0.2, y), 2.6, 0.42, boxstyle="round,pad=0.01", fc="white",
+                                        ec="0.55", lw=0.7, alpha=0.55))
+            ax.text(x0 + 1.5, y + 0.21, ("layer 1", "layer 2", "layer L")[k], ha="center", va="center",
+                    fontsize=7.5, color="0.3")
         if c == 0:
             _box(ax, x0, 1.2, 3.0, 1.3, _OPTIM, "32-bit optimizer state\n(Adam m, v for every weight)")
-            _arrow(ax, (x0 + 1.5, 2.55), (x0 + 1.5, 3.55), style="<|-|>")
+            _arrow(ax, (x0 + 1.5, 2.55), (x0 + 1.5, 3.35), style="<|-|>")
         else:
-            for k in range(3):  # one adapter per layer
-                _box(ax, x0 + 3.25, 3.8 + 0.9 * k, 0.95, 0.6, _ADAPTER, "A, B", 8)
-                _arrow(ax, (x0 + 3.0, 4.1 + 0.9 * k), (x0 + 3.22, 4.1 + 0.9 * k), style="-")
-            ax.text(x0 + 3.72, 6.55, "16-bit\nadapters", ha="center", fontsize=8)
+            for y in layer_y:  # one adapter per layer, beside it
+                _box(ax, x0 + 3.25, y, 0.95, 0.42, _ADAPTER, "A, B", 8)
+                _arrow(ax, (x0 + 2.8, y + 0.21), (x0 + 3.22, y + 0.21), style="-")
+            ax.text(x0 + 3.72, 5.5, "16-bit\nadapters", ha="center", fontsize=8)
             _box(ax, x0 + 2.6, 1.2, 1.9, 1.3, _OPTIM, "optimizer state\n(adapters only)", 8.5)
-            _arrow(ax, (x0 + 3.7, 2.55), (x0 + 3.7, 3.75), style="<|-|>")
+            _arrow(ax, (x0 + 3.7, 2.55), (x0 + 3.7, 3.5), style="<|-|>")
         if c == 2:
             _box(ax, x0, 0.15, 1.9, 0.8, _CPU, "CPU RAM", 9)
             _arrow(ax, (x0 + 2.55, 1.45), (x0 + 1.95, 0.75), color="#756bb1", ls="--")

@@ -31,6 +31,6 @@ def cosine_annealing() -> Figure:
     ax.set_ylim(0, lr_max * 1.15)
     ax.set_xlim(0, total)
     ax.set_title("Cosine annealing: half a cosine period from lr_max to 0")
-    ax.legend(loc="lower left", bbox_to_anchor=(0.15, 0.02), frameon=False, fontsize=9)
+    ax.legend(loc="lower left", bbox_to_anchor=(0.1, 0.02), frameon=False, fontsize=9)
     fig.tight_layout()
     return fig
