@@ -54,7 +54,7 @@ fi
 say "backend tests under MINILORA_BACKEND=$DEVICE"
 tests=(tests/test_backend.py tests/nn/test_backends.py tests/nn/test_fast.py tests/lora/test_backends.py
        tests/qlora/test_backends.py)
-for t in tests/methods/test_backends.py; do [ -f "$t" ] && tests+=("$t"); done
+for t in tests/methods/test_on_cupy.py; do [ -f "$t" ] && tests+=("$t"); done
 MINILORA_BACKEND=$DEVICE run $PY -m pytest -q -p no:cacheprovider "${tests[@]}" || status=1
 
 say "CLI on $DEVICE: python -m minilora finetune --method lora|qlora|full --steps 2"
