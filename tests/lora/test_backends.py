@@ -159,7 +159,15 @@ def test_paged_adamw_step_of_a_lora_model_equals_plain_adamw(device):
     same(device, got, run())
 
 
-@pytest.mark.parametrize("method", ["lora", "qlora", "full"])
+def _cli_methods() -> list[str]:
+    """Every ``finetune --method`` the CLI offers (lora, qlora, full, and the prompt methods once wired)."""
+    from minilora.__main__ import build_parser
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command").choices["finetune"]
+    return list(next(a for a in sub._actions if a.dest == "method").choices)
+
+
+@pytest.mark.parametrize("method", _cli_methods())
 def test_finetune_cli_runs_on_the_backend_and_prints_what_numpy_prints(device, method, tmp_path, capsys):
     """``MINILORA_BACKEND=<device> python -m minilora finetune --method ...``: the whole CLI path, files included,
     runs under the device backend (no host leak) and prints the NumPy run's numbers."""
