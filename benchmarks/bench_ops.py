@@ -82,7 +82,11 @@ def cases(old: types.ModuleType) -> dict[str, dict[str, object]]:
     _, ce_cache_old = old.cross_entropy_forward(logits, targets)
     _, gelu_cache_old = old.gelu_forward(h)
     lin_cache = (xl, wl, True)
+    dout2 = doutl.reshape(-1, HIDDEN)
     out = {
+        "bias gradient (N, 512)": {
+            "old": lambda: np.ones(dout2.shape[0], dtype=dout2.dtype) @ dout2,  # 96ad800's GEMV with ones
+            "readable": lambda: dout2.sum(axis=0)},
         "linear_backward (dx, dw, db)": {
             "old": lambda: old.linear_backward(doutl, lin_cache),
             "readable": lambda: F.linear_backward(doutl, lin_cache)},

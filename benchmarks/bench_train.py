@@ -14,7 +14,8 @@ in the same process with the same number of threads. Timed, interleaved in every
 Each step reports the median over the rounds with its spread (min-max), and each ratio is the median of the
 per-round ratios (two steps of one round see the same machine load). Before the timing, the per-op profile of
 each minilora step (:mod:`_profile`: self time per op) says where the time goes, and ``faults/step`` counts
-the minor page faults of one step (fresh memory the kernel had to map and zero).
+the minor page faults of one step (fresh memory the kernel had to map and zero). After the rounds, each step runs
+``--in-a-row`` times consecutively, as in a training loop, where the allocator setting shows most.
 
 ``--allocator tuned`` (the default) calls :func:`minilora.perf.tune_allocator` first, as ``python -m
 minilora`` does: glibc then keeps freed memory for the next step instead of returning it to the OS. The
@@ -44,6 +45,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=20, help="interleaved timing rounds (default 20)")
     parser.add_argument("--allocator", choices=("tuned", "default"), default="tuned",
                         help="tuned: minilora.perf.tune_allocator() first (default); default: glibc's own")
+    parser.add_argument("--in-a-row", type=int, default=10,
+                        help="consecutive calls of each step timed after the rounds (default 10)")
     parser.add_argument("--no-profile", action="store_true", help="skip the per-op profiles")
     args = parser.parse_args(argv)
     if args.threads < 1:
@@ -97,6 +100,25 @@ def interleaved_times(steps: dict, rounds: int, clock=time.perf_counter) -> dict
             step()
             times[name].append(clock() - t0)
     return times
+
+
+def in_a_row(step, n: int, clock) -> tuple[list[float], float]:
+    """``n`` calls of ``step`` one after the other, as a training loop makes them: their times and the minor page
+    faults per call (``getrusage``; 0 where unavailable). Unlike the interleaved rounds, each call finds the memory
+    the previous call of the same step freed: this is where the allocator setting shows."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not POSIX
+        resource = None
+    step()
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt if resource else 0
+    times = []
+    for _ in range(n):
+        t0 = clock()
+        step()
+        times.append(clock() - t0)
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_minflt if resource else 0
+    return times, (after - before) / n
 
 
 def faults_per_step(step, n: int = 3) -> float:
@@ -232,6 +254,15 @@ def main(args: argparse.Namespace) -> int:
     for name, ts in times.items():
         print(f"  {name:<20} {spread(ts)}  {tokens / statistics.median(ts):8.0f} tokens/s  "
               f"{faults[name]:8.0f} faults/step")
+    print(f"the same steps {args.in_a_row} times in a row each (a training loop), median [min-max]:")
+    row = {}
+    for name, step in steps.items():
+        row[name], faults_row = in_a_row(step, args.in_a_row, clock)
+        print(f"  {name:<20} {spread(row[name])}  {faults_row:8.0f} faults/step")
+    med = {name: statistics.median(ts) for name, ts in row.items()}
+    print(f"  in a row: lora / full {med['lora'] / med['full']:.2f}x, readable / fast "
+          f"{med['full, readable ops'] / med['full']:.2f}x"
+          + (f", full / torch {med['full'] / med['torch']:.2f}x" if "torch" in med else ""))
     n_train = lora.num_params(trainable_only=True)
     print(f"lora / full            : {ratio(times, 'lora', 'full')}  ({n_train} of {lora.num_params()} "
           f"params trainable; goal <= 0.7x)")

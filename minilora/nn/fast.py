@@ -3,16 +3,18 @@
 The readable ops are the reference: each formula is one line, as a student meets it in the paper, and each
 backward is gradient-checked and compared with PyTorch. Written that way, every operator of a formula makes a
 new full-size temporary: GELU's backward makes a dozen arrays of the MLP's width (B, T, 4C) for one result,
-and the whole step spends much of its time allocating, zeroing and streaming memory it throws away.
+and the whole step spends much of its time allocating, zeroing and streaming memory it throws away
+(``benchmarks/bench_ops.py`` times each op both ways, ``benchmarks/bench_train.py`` the whole step).
 
 Each function here computes **the same operations in the same order** as its twin — so the result is equal
 bit for bit, which ``tests/nn/test_fast.py`` checks on NumPy and the strict backend — but writes each step's
-result into one of two or three arrays it allocated for this call (``out=``, ``-=``, ``*=``), so nothing full-
-size is made and thrown away. Same signatures, same caches (a cache still owns what it holds: nothing here is
+result into one of two or three arrays it allocated for this call (``out=``, ``-=``, ``*=``), so one or two
+full-size arrays are made and thrown away instead of one per operator. Same signatures, same caches (a cache still owns what it holds: nothing here is
 kept between calls), same backends. What each one saves:
 
-* :func:`gelu_forward` / :func:`gelu_backward`: 8 / 14 temporaries of the MLP's width → 1 / 3;
-* :func:`layernorm_forward` / :func:`layernorm_backward`: ``x.var`` and the formula's chain → 2 arrays;
+* :func:`gelu_forward` / :func:`gelu_backward`: 8 / 18 temporaries of the MLP's width besides the result → 1 / 2;
+* :func:`layernorm_forward` / :func:`layernorm_backward`: 2 / 6 full-size temporaries besides what they return
+  and keep → 0 / 1 (``x.var`` makes its own deviations and squares; here the squares go where ``out`` will be);
 * :func:`softmax`: shifted, exponentiated and normalized in place (one array);
 * :func:`attention_forward` / :func:`attention_backward`: the (B, nh, T, P+T) scores and their gradient in place,
   and the per-head products written straight into the heads' columns of the (B, T, C) results
