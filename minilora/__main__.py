@@ -187,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_figures)
 
     p = sub.add_parser("pretrain", help="train the shipped base GPT (minilora/assets/base_gpt.npz)")
-    p.add_argument("--steps", type=int, default=2000, help="optimizer steps (default: 2000)")
+    p.add_argument("--steps", type=int, default=4000, help="optimizer steps (default: 4000, the shipped recipe)")
     p.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
     p.add_argument("--out", default=None, metavar="PATH", help="output .npz (default: the package asset)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

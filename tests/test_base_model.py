@@ -28,6 +28,20 @@ def test_beats_chance_by_a_wide_margin(model, task):
     assert acc["token_acc"] > 0.95 and acc["exact_match"] > 0.8, acc
 
 
+@pytest.mark.parametrize("task", data.PRETRAIN_TASKS)
+def test_solves_its_tasks_at_every_position_offset(model, task):
+    """Prompt and prefix tuning put p virtual positions before the real tokens (PEFT's positions p..p+T-1):
+    the base model must answer its tasks wherever the sequence starts, up to block_size - T."""
+    idx, targets = data.task_batch(task, 256, seed=4243)
+    T = idx.shape[1]
+    model.eval()
+    for offset in (0, 1, 8, base_model.BASE_CONFIG.block_size - T):
+        logits, _ = model.forward(idx, position_ids=np.arange(offset, offset + T))
+        mask = targets != -100
+        exact = float((((logits.argmax(-1) == targets) | ~mask).all(axis=1)).mean())
+        assert exact > 0.95, (task, offset, exact)
+
+
 def test_heldout_task_is_not_solved_yet(model):
     assert data.exact_match(model, data.HELDOUT_TASK, n=256) < 0.05
     x, y = data.heldout_train_data(8)(0)
