@@ -88,6 +88,25 @@ def same(name: str, got, ref, rtol: float = 1e-5) -> None:
         np.testing.assert_allclose(got, ref, rtol=rtol, atol=rtol * 1e-2)
 
 
+def adamw_steps(model, n: int = 2, lr: float = 1e-2) -> dict:
+    """``n`` AdamW steps of ``model`` on fixed task batches; the arrays a backend test compares afterwards."""
+    from minilora import data
+    from minilora.optim import AdamW
+
+    opt = AdamW(model, lr=lr, weight_decay=0.1)
+    losses = []
+    for i in range(n):
+        idx, targets = data.task_batch(data.PRETRAIN_TASKS, 4, seed=i)
+        model.zero_grad()
+        logits, loss = model.forward(idx, targets)
+        model.backward()
+        grads = {k: g.copy() for k, g in model.grads.items()}
+        opt.step()
+        losses.append(loss)
+    return {"logits": logits, "losses": losses, "grads": grads, "params": model.params,
+            "state": {k: {n: a for n, a in s.items() if n != "step"} for k, s in opt.state.items()}}
+
+
 def file_contents(files: dict[str, bytes]) -> dict:
     """An adapter directory's content: the config text, the tensors and the safetensors metadata (the bytes of a
     safetensors file with two metadata keys are not reproducible: safetensors orders them as a hash map does)."""

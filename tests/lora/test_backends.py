@@ -7,7 +7,7 @@ device code raises; on CuPy (with a GPU) they agree within round-off.
 
 import numpy as np
 import pytest
-from device_backends import file_contents, host, on, same
+from device_backends import adamw_steps, file_contents, host, on, same
 
 from minilora import backend, data
 from minilora.__main__ import main
@@ -36,27 +36,11 @@ def _lora_model(init=True, dropout=0.0, modules_to_save=None, targets=("q_proj",
     return inject_lora(GPT(CFG, seed=0), config, seed=1)
 
 
-def _steps(model, n=2, lr=1e-2):
-    """``n`` AdamW steps on fixed batches; what a test compares afterwards."""
-    opt = AdamW(model, lr=lr, weight_decay=0.1)
-    losses = []
-    for i in range(n):
-        idx, targets = data.task_batch(data.PRETRAIN_TASKS, 4, seed=i)
-        model.zero_grad()
-        logits, loss = model.forward(idx, targets)
-        model.backward()
-        grads = {k: g.copy() for k, g in model.grads.items()}
-        opt.step()
-        losses.append(loss)
-    return {"logits": logits, "losses": losses, "grads": grads, "params": model.params,
-            "state": {k: {n: a for n, a in s.items() if n != "step"} for k, s in opt.state.items()}}
-
-
 @pytest.mark.parametrize("init", [True, False, "gaussian", "zero_A", "random", "pissa", "olora"])
 def test_lora_training_steps_equal_numpy(device, init):
     """Initialization (host draws moved to the device; PiSSA's SVD and OLoRA's QR on the device), forward with
     dropout (host-drawn masks), backward, AdamW."""
-    run = lambda: host(_steps(_lora_model(init, dropout=0.1)))
+    run = lambda: host(adamw_steps(_lora_model(init, dropout=0.1)))
     got, ref = on(device, run), run()
     if device == "cupy" and init == "olora":  # pragma: no cover - cuSOLVER's QR may pick other signs
         same(device, got["logits"], ref["logits"], rtol=1e-4)
@@ -88,7 +72,7 @@ def test_merge_unmerge_unload_and_disable_adapter_equal_numpy(device):
 def test_modules_to_save_step_and_originals_equal_numpy(device):
     def run():
         model = _lora_model(modules_to_save=["lm_head"])
-        out = _steps(model)
+        out = adamw_steps(model)
         idx = data.task_batch(data.PRETRAIN_TASKS, 3, seed=5)[0]
         with model.disable_adapter():
             out["disabled"] = model.forward(idx)[0]
@@ -105,7 +89,7 @@ def test_adapter_save_load_round_trip_on_the_backend(device, tmp_path, init, con
     device model reproduces the trained logits."""
     def run():
         model = _lora_model(init)
-        _steps(model)
+        adamw_steps(model)
         path = save_adapter(model, tmp_path / backend.name(), convert_pissa_to_lora=convert)
         loaded = load_adapter(GPT(CFG, seed=0), path)
         idx = data.task_batch(data.PRETRAIN_TASKS, 3, seed=5)[0]
@@ -129,7 +113,7 @@ def test_adapter_loaded_into_existing_layers_and_cast_on_the_backend(device, tmp
     """A float64 adapter file loaded into a float32 device model: cast (with PEFT's warning) on the host."""
     def run():
         model = _lora_model().to("float64")
-        _steps(model, n=1)
+        adamw_steps(model, n=1)
         path = save_adapter(model, tmp_path / backend.name())
         target = _lora_model()  # existing LoRA layers, float32
         with pytest.warns(UserWarning, match="cast to the model's dtype"):

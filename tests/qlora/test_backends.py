@@ -8,7 +8,7 @@ import warnings
 
 import numpy as np
 import pytest
-from device_backends import file_contents, host, on, same
+from device_backends import adamw_steps, file_contents, host, on, same
 
 from minilora import backend, data
 from minilora.nn import GPT, GPTConfig, Linear
@@ -26,18 +26,9 @@ def _qlora_model(**kw):
 
 
 def _steps(model, n=2):
-    opt = AdamW(model, lr=1e-2)
-    losses = []
-    for i in range(n):
-        idx, targets = data.task_batch(data.PRETRAIN_TASKS, 4, seed=i)
-        model.zero_grad()
-        logits, loss = model.forward(idx, targets)
-        model.backward()
-        grads = {k: g.copy() for k, g in model.grads.items()}
-        opt.step()
-        losses.append(loss)
-    return {"logits": logits, "losses": losses, "grads": grads, "params": model.params,
-            "codes": {n: (q.packed, q.quant_state.absmax) for n, q in quantized_modules(model).items()}}
+    """``n`` AdamW steps (tests/device_backends.py) and the 4-bit codes and statistics afterwards."""
+    out = adamw_steps(model, n)
+    return {**out, "codes": {k: (q.packed, q.quant_state.absmax) for k, q in quantized_modules(model).items()}}
 
 
 @pytest.mark.parametrize("kw", [{}, {"compress_statistics": False, "quant_type": "fp4"},
