@@ -9,8 +9,8 @@ and the whole step spends much of its time allocating, zeroing and streaming mem
 Each function here computes **the same operations in the same order** as its twin — so the result is equal
 bit for bit, which ``tests/nn/test_fast.py`` checks on NumPy and the strict backend — but writes each step's
 result into one of two or three arrays it allocated for this call (``out=``, ``-=``, ``*=``), so one or two
-full-size arrays are made and thrown away instead of one per operator. Same signatures, same caches (a cache still owns what it holds: nothing here is
-kept between calls), same backends. What each one saves:
+full-size arrays are made and thrown away instead of one per operator. Same signatures, same caches (a cache
+still owns what it holds: nothing here is kept between calls), same backends. What each one saves:
 
 * :func:`gelu_forward` / :func:`gelu_backward`: 8 / 18 temporaries of the MLP's width besides the result → 1 / 2;
 * :func:`layernorm_forward` / :func:`layernorm_backward`: 2 / 6 full-size temporaries besides what they return
