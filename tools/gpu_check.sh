@@ -12,13 +12,13 @@
 #    fails (does not skip) when CuPy or the GPU is missing.
 # 3. benchmarks/bench_gpu.py: the step time of a d=512, 8-layer GPT (full and LoRA) on NumPy and on CuPy in one
 #    process, and their ratio.
-# Output goes to stdout and to $LOG (default: gpu_check.log in $OUT when set, else in the current directory).
+# Output goes to stdout and to $LOG (default: gpu_check.log in $OUT when set, else in $TMPDIR or /tmp).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 DRY=0
 [ "${1:-}" = "--cpu-dry-run" ] && DRY=1
-LOG=${LOG:-${OUT:-.}/gpu_check.log}
+LOG=${LOG:-${OUT:-${TMPDIR:-/tmp}}/gpu_check.log}
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 : > "$LOG"
 say() { echo "== $*" | tee -a "$LOG"; }
@@ -57,8 +57,11 @@ tests=(tests/test_backend.py tests/nn/test_backends.py tests/nn/test_fast.py tes
 for t in tests/methods/test_on_cupy.py; do [ -f "$t" ] && tests+=("$t"); done
 MINILORA_BACKEND=$DEVICE run $PY -m pytest -q -p no:cacheprovider "${tests[@]}" || status=1
 
-say "CLI on $DEVICE: python -m minilora finetune --method lora|qlora|full --steps 2"
-for method in lora qlora full; do
+methods=$($PY -c "from minilora.__main__ import build_parser
+sub = next(a for a in build_parser()._actions if a.dest == 'command').choices['finetune']
+print(' '.join(next(a for a in sub._actions if a.dest == 'method').choices))")
+say "CLI on $DEVICE: python -m minilora finetune --method M --steps 2 for M in: $methods"
+for method in $methods; do
     MINILORA_BACKEND=$DEVICE run $PY -m minilora finetune --method "$method" --steps 2 --batch-size 8 || status=1
 done
 
