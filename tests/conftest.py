@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from device_backends import device  # noqa: F401 - the device-backend fixture (tests/device_backends.py)
 from hypothesis import settings
 
 ROOT = Path(__file__).resolve().parents[1]

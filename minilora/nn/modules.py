@@ -3,7 +3,9 @@
 Each class follows the :class:`~minilora.nn.module.Module` protocol (see that module's docstring):
 ``params`` / ``grads`` dicts, ``forward(x) -> y``, ``backward(dout) -> dx``, ``zero_grad()``, a
 trainable/frozen mark per parameter, and a ``cache`` with only what backward needs. The arithmetic is
-in :mod:`minilora.nn.functional`; these classes hold parameters and route gradients.
+in :mod:`minilora.nn.functional`; these classes hold parameters and route gradients. LayerNorm, GELU and
+attention run their fast paths (:mod:`minilora.nn.fast`: the same operations in the same order, so the same
+bits, without the formulas' full-size temporaries); ``with minilora.nn.fast.readable():`` runs the formulas.
 
 Initialisation follows PyTorch's defaults (``nn.Linear``: weight and bias ~ U(-1/sqrt(in), 1/sqrt(in));
 ``nn.Embedding``: N(0, 1); ``nn.LayerNorm``: ones and zeros). The GPT re-initialises its weights the
@@ -21,6 +23,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from minilora import backend
+from minilora.nn import fast
 from minilora.nn import functional as F
 from minilora.nn.module import Module, ModuleList
 
@@ -158,12 +161,12 @@ class LayerNorm(Module):
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         _check_dim("x", x, self.n)
-        out, self.cache = F.layernorm_forward(x, self._params["weight"], self._params["bias"], self.eps)
+        out, self.cache = fast.layernorm_forward(x, self._params["weight"], self._params["bias"], self.eps)
         return out
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
         need = self.needs_grad("weight") or self.needs_grad("bias")
-        dx, dw, db = F.layernorm_backward(dout, self.cache, need_dw=need)
+        dx, dw, db = fast.layernorm_backward(dout, self.cache, need_dw=need)
         self.accumulate_grad("weight", dw)
         self.accumulate_grad("bias", db)
         self.cache = None
@@ -195,7 +198,14 @@ class Dropout(Module):
         return f"p={self.p}"
 
 
-ACTIVATIONS = {"gelu": (F.gelu_forward, F.gelu_backward), "relu": (F.relu_forward, F.relu_backward)}
+#: the MLP's activations: name -> names of the (forward, backward) pair; GELU's fast path from
+#: :mod:`minilora.nn.fast`, looked up at each call (so that ``fast.readable()`` applies)
+ACTIVATIONS = {"gelu": (fast, "gelu_forward", "gelu_backward"), "relu": (F, "relu_forward", "relu_backward")}
+
+
+def _activation(name: str, i: int):
+    """The forward (``i = 1``) or backward (``i = 2``) function of the activation ``name``."""
+    return getattr(ACTIVATIONS[name][0], ACTIVATIONS[name][i])
 
 
 class MLP(Module):
@@ -226,7 +236,7 @@ class MLP(Module):
             setattr(self, name, Linear(d_in, d_out, bias=bias, seed=rng, dtype=dtype))
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        act, caches = ACTIVATIONS[self.activation][0], []
+        act, caches = _activation(self.activation, 1), []
         for i, name in enumerate(self.layer_names):
             x = getattr(self, name).forward(x)
             if i < len(self.layer_names) - 1:
@@ -236,7 +246,7 @@ class MLP(Module):
         return x
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
-        act_bwd, caches = ACTIVATIONS[self.activation][1], self.cache
+        act_bwd, caches = _activation(self.activation, 2), self.cache
         for i in reversed(range(len(self.layer_names))):
             dout = getattr(self, self.layer_names[i]).backward(dout)
             if i > 0:
@@ -275,13 +285,13 @@ class CausalSelfAttention(Module):
             raise ValueError(f"x must be (B, T, C), got shape {tuple(x.shape)}")
         past_k, past_v = (None, None) if past_kv is None else past_kv
         q, k, v = self.q_proj.forward(x), self.k_proj.forward(x), self.v_proj.forward(x)  # (B, T, C) each
-        y, self.cache = F.attention_forward(q, k, v, self.n_head, past_k, past_v)  # (B, T, C)
+        y, self.cache = fast.attention_forward(q, k, v, self.n_head, past_k, past_v)  # (B, T, C)
         self.past_kv_grad = None
         return self.resid_drop.forward(self.o_proj.forward(y))
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
         dy = self.o_proj.backward(self.resid_drop.backward(dout))
-        dq, dk, dv, dpast_k, dpast_v = F.attention_backward(dy, self.cache)
+        dq, dk, dv, dpast_k, dpast_v = fast.attention_backward(dy, self.cache)
         self.cache = None
         self.past_kv_grad = None if dpast_k is None else (dpast_k, dpast_v)
         return self.q_proj.backward(dq) + self.k_proj.backward(dk) + self.v_proj.backward(dv)

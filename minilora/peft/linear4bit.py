@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from minilora import backend
 from minilora.formats import BF16, FloatFormat, get_format, round_to
 from minilora.nn import functional as F
 from minilora.nn.module import Module
@@ -45,9 +46,10 @@ def check_compute_format(compute_format: FloatFormat | str) -> FloatFormat | Non
 def to_compute(x: np.ndarray, fmt: FloatFormat | None, arg: str = "x") -> np.ndarray:
     """Round ``x`` to the compute format (float32 storage), or return it as float64 when ``fmt`` is None.
 
-    A float64 ``x`` is cast to float32 first (so it is rounded twice; training runs in float32 anyway).
+    A float64 ``x`` is cast to float32 first (so it is rounded twice; training runs in float32 anyway). A list is
+    converted; a NumPy (host) array on a device backend is refused (:func:`minilora.backend.input_array`).
     """
-    x = np.asarray(x)
+    x = backend.input_array(x, arg)
     if x.dtype.kind != "f":
         raise TypeError(f"{arg} must be a floating-point array, got dtype {x.dtype}")
     if fmt is None:
@@ -74,7 +76,7 @@ class QuantizedWeight:
         self.quant_type = check_choice(quant_type, ("nf4", "fp4"), "quant_type")
         self.compress_statistics = bool(compress_statistics)
         self.compute_format = check_compute_format(compute_format)
-        weight = np.asarray(weight)
+        weight = backend.input_array(weight, "weight")
         if weight.ndim != 2:
             raise ValueError(f"weight must be a 2-D (out, in) array, got shape {weight.shape}")
         self.packed, self.quant_state = quantize_4bit(weight, self.blocksize, self.quant_type,
@@ -111,7 +113,7 @@ class QuantizedWeight:
 
 
 def _check_input(x: Any, in_features: int) -> None:
-    x = np.asarray(x)
+    x = backend.input_array(x, "x")
     if x.dtype.kind != "f":
         raise TypeError(f"x must be a floating-point array, got dtype {x.dtype}")
     if x.ndim < 1 or x.shape[-1] != in_features:

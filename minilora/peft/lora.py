@@ -287,7 +287,8 @@ class LoRALinear(Module):
         dx, _, _ = F.linear_backward(dout, base_cache, need_dw=False, need_db=False)  # G W0, (..., in)
         du = self.lora_B.backward(dout * self.scaling)  # dB += s Gᵀ u;  du = s G B, (..., r)
         dh = self.lora_A.backward(du)  # dA += duᵀ h;  dh = s G B A, (..., in)
-        return dx + F.dropout_backward(dh, drop_cache)
+        dx += F.dropout_backward(dh, drop_cache)  # dx is the new array linear_backward returned
+        return dx
 
     def extra_repr(self) -> str:
         disabled = ", disable_adapters=True" if self._disabled else ""

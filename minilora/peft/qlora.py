@@ -39,6 +39,7 @@ from contextlib import contextmanager
 
 import numpy as np
 
+from minilora import backend
 from minilora.formats import BF16, FloatFormat
 from minilora.nn.module import Module
 from minilora.nn.modules import Linear
@@ -241,6 +242,7 @@ def merge_rounding_error(layer: QLoRALinear, x: np.ndarray) -> dict[str, float]:
         raise TypeError(f"layer must be a QLoRALinear, got {type(layer).__name__}")
     if layer.merged:
         raise ValueError("layer is already merged; pass an unmerged QLoRALinear")
+    xp = backend.xp()
     w0 = layer.qweight.dequantize()
     delta = layer.delta_weight().astype(np.float32)
     target = w0 + delta
@@ -255,11 +257,11 @@ def merge_rounding_error(layer: QLoRALinear, x: np.ndarray) -> dict[str, float]:
     layer.train(was_training)
     layer.cache = None
     return {
-        "delta_max": float(np.abs(delta).max()),
-        "weight_max_err": float(np.abs(w_merged - target).max()),
-        "delta_lost": float(np.linalg.norm(w_merged - target) / max(np.linalg.norm(delta), 1e-30)),
-        "output_max_err": float(np.abs(y_merged - y).max()),
-        "output_scale": float(np.abs(y).max()),
+        "delta_max": float(xp.abs(delta).max()),
+        "weight_max_err": float(xp.abs(w_merged - target).max()),
+        "delta_lost": float(xp.linalg.norm(w_merged - target)) / max(float(xp.linalg.norm(delta)), 1e-30),
+        "output_max_err": float(xp.abs(y_merged - y).max()),
+        "output_scale": float(xp.abs(y).max()),
     }
 
 

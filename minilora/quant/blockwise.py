@@ -169,7 +169,7 @@ def dequantize_blocks(values: Any, absmax: Any, blocksize: int) -> Any:
     head = values[: nfull * blocksize].reshape(nfull, blocksize)
     xp.multiply(head, absmax[:nfull, None].astype(xp.float32), out=head)
     if rem:
-        values[nfull * blocksize:] *= xp.float32(absmax[nfull])
+        values[nfull * blocksize:] *= absmax[nfull].astype(xp.float32)  # a 0-d array: no host round trip
     return values
 
 

@@ -3,13 +3,15 @@
 Each test runs the same code on NumPy and on a device backend and compares. The device backends are the
 strict device emulation (always: NumPy underneath, so the results must be equal bit for bit, and any
 leaked ``np.`` call raises) and CuPy where it is installed with a GPU (results within round-off: other
-kernels). PEFT layers (LoRA, QLoRA) are not on the backend yet and are not run here.
+kernels); see ``tests/device_backends.py``. The PEFT layers, adapter files and the CLI on the backends are in
+``tests/lora/test_backends.py`` and ``tests/qlora/test_backends.py``.
 """
 
 import importlib.util
 
 import numpy as np
 import pytest
+from device_backends import DEVICE_BACKENDS, host, on, same
 
 from minilora import backend, data
 from minilora.nn import GPT, GPTConfig
@@ -21,64 +23,7 @@ from minilora.peft.memory import measure
 from minilora.peft.paged import DeviceMemory, PagedAdamW, PagedBuffer, train_steps
 from minilora.train import evaluate, train
 
-
-def _cupy_with_gpu() -> bool:
-    if importlib.util.find_spec("cupy") is None:
-        return False
-    try:  # pragma: no cover - depends on the machine
-        import cupy
-
-        return cupy.cuda.runtime.getDeviceCount() > 0
-    except Exception:  # noqa: BLE001 - any CUDA error means: no usable GPU
-        return False
-
-
-DEVICE_BACKENDS = ["strict"] + (["cupy"] if _cupy_with_gpu() else [])
 CFG = GPTConfig(vocab_size=data.VOCAB_SIZE, block_size=20, n_layer=2, n_head=2, n_embd=16)
-
-
-@pytest.fixture(params=DEVICE_BACKENDS)
-def device(request):
-    """The name of a device backend; NumPy is restored afterwards."""
-    yield request.param
-    backend.use("numpy")
-
-
-def _on(name, fn):
-    """``fn()`` with the backend ``name`` selected; its arrays are returned as they are."""
-    backend.use(name)
-    try:
-        return fn()
-    finally:
-        backend.use("numpy")
-
-
-def _host(tree):
-    """Every array in a nested structure copied to NumPy."""
-    if isinstance(tree, dict):
-        return {k: _host(v) for k, v in tree.items()}
-    if isinstance(tree, (list, tuple)):
-        return type(tree)(_host(v) for v in tree)
-    return backend.to_numpy(tree) if backend.is_array(tree) or hasattr(tree, "get") else tree
-
-
-def _same(name, got, ref, rtol=1e-5):
-    """Equal bit for bit on the strict backend (it is NumPy), within round-off on CuPy."""
-    got, ref = _host(got), _host(ref)
-    if isinstance(ref, dict):
-        assert set(got) == set(ref)
-        for k in ref:
-            _same(name, got[k], ref[k], rtol)
-        return
-    if isinstance(ref, (list, tuple)):
-        assert len(got) == len(ref)
-        for g, r in zip(got, ref):
-            _same(name, g, r, rtol)
-        return
-    if name == "strict":
-        np.testing.assert_array_equal(got, ref)
-    else:  # pragma: no cover - runs on GPU machines
-        np.testing.assert_allclose(got, ref, rtol=rtol, atol=rtol * 1e-2)
 
 
 def _full_step(tied=False):
@@ -99,9 +44,9 @@ def _full_step(tied=False):
 @pytest.mark.parametrize("tied", [False, True])
 def test_full_finetuning_step_equals_numpy(device, tied):
     ref = _full_step(tied)
-    got = _on(device, lambda: _host(_full_step(tied)))
+    got = on(device, lambda: host(_full_step(tied)))
     assert got["loss"] == ref["loss"] or device == "cupy"
-    _same(device, got, ref)
+    same(device, got, ref)
 
 
 def test_gpt_features_equal_numpy(device):
@@ -118,9 +63,9 @@ def test_gpt_features_equal_numpy(device):
         logits, loss = model.forward(targets=targets, inputs_embeds=embeds, past_key_values=past,
                                      position_ids=xp.asarray([[0, 2, 4, 6, 8]] * 3))
         model.backward()
-        return _host({"logits": logits, "loss": loss, "grads": model.grads, "inputs": model.input_grads})
+        return host({"logits": logits, "loss": loss, "grads": model.grads, "inputs": model.input_grads})
 
-    _same(device, _on(device, run), run())
+    same(device, on(device, run), run())
 
 
 def test_gradchecks_on_the_backend(device):
@@ -142,7 +87,7 @@ def test_gradchecks_on_the_backend(device):
         reports["gpt"] = gradcheck(model, idx, targets)
         return reports
 
-    for name, report in _on(device, run).items():
+    for name, report in on(device, run).items():
         assert report and max(report.values()) < 1e-6, (name, report)
 
 
@@ -154,13 +99,13 @@ def test_training_loop_and_evaluation_equal_numpy(device):
                      eval_data=data.task_batch("copy", 8, seed=2),
                      eval_fn=lambda m: data.accuracy(m, *data.task_batch("copy", 8, seed=3)), progress=False)
         return {"loss": hist.loss, "grad_norm": hist.grad_norm, "eval": hist.eval_loss,
-                "metrics": [list(m.values()) for m in hist.eval_metrics], "params": _host(model.params),
+                "metrics": [list(m.values()) for m in hist.eval_metrics], "params": host(model.params),
                 "again": evaluate(model, data.task_batch("sort", 8, seed=4))}
 
-    got, ref = _on(device, run), run()
+    got, ref = on(device, run), run()
     if device == "strict":
         assert got == {**ref, "params": got["params"]}
-    _same(device, got["params"], ref["params"])
+    same(device, got["params"], ref["params"])
 
 
 def test_mlp_and_low_rank_teacher_equal_numpy(device):
@@ -169,9 +114,9 @@ def test_mlp_and_low_rank_teacher_equal_numpy(device):
         x, y = teacher.sample(16, seed=1)
         model = MLPRegressor([6, 8, 4], "gelu", seed=0)
         hist = train(model, teacher.stream(16), AdamW(model, lr=1e-2), steps=3, progress=False)
-        return {"x": x, "y": y, "loss": hist.loss, "params": _host(model.params)}
+        return {"x": x, "y": y, "loss": hist.loss, "params": host(model.params)}
 
-    _same(device, _on(device, run), run())
+    same(device, on(device, run), run())
 
 
 def test_generate_and_save_load_on_the_backend(device, tmp_path):
@@ -183,8 +128,8 @@ def test_generate_and_save_load_on_the_backend(device, tmp_path):
         again = GPT.load(tmp_path / f"{backend.name()}.npz")
         return {"tokens": out, "again": again.forward(start)[0], "first": model.forward(start)[0]}
 
-    got, ref = _on(device, run), run()
-    _same(device, got, ref)
+    got, ref = on(device, run), run()
+    same(device, got, ref)
     assert data.decode(ref["tokens"][0]).startswith("[copy] 1 2")
 
 
@@ -193,7 +138,7 @@ def test_memory_table_equals_numpy(device):
         model = GPT(CFG, seed=0)
         return measure(model, AdamW(model, lr=1e-3), data.task_batch(data.PRETRAIN_TASKS, 8, seed=0), "full")
 
-    assert _on(device, run) == run()
+    assert on(device, run) == run()
 
 
 def test_paged_step_equals_plain_adamw(device):
@@ -210,13 +155,13 @@ def test_paged_step_equals_plain_adamw(device):
         losses = train_steps(model, opt, batches, memory, lambda m: 8192)
         assert opt.stats.page_outs > 0 and opt.stats.page_ins > 0
         assert isinstance(opt.buffer.array, backend.xp().ndarray) and isinstance(opt.buffer.host, np.ndarray)
-        return {"losses": losses, "ref_losses": ref_losses, "params": _host(model.params),
-                "ref_params": _host(ref.params)}
+        return {"losses": losses, "ref_losses": ref_losses, "params": host(model.params),
+                "ref_params": host(ref.params)}
 
-    got = _on(device, run)
+    got = on(device, run)
     assert got["losses"] == got["ref_losses"]
-    _same("strict", got["params"], got["ref_params"])  # same backend: paging must change no bit
-    _same(device, got, run())
+    same("strict", got["params"], got["ref_params"])  # same backend: paging must change no bit
+    same(device, got, run())
 
 
 def test_paged_buffer_round_trip_on_the_backend(device):
@@ -230,7 +175,7 @@ def test_paged_buffer_round_trip_on_the_backend(device):
         buf.page_in(0, 10)
         return poisoned, backend.to_numpy(buf.array)
 
-    poisoned, values = _on(device, run)
+    poisoned, values = on(device, run)
     assert poisoned or device == "cupy"
     np.testing.assert_array_equal(values, np.arange(3 * 1024, dtype=np.float32))
 
@@ -261,4 +206,26 @@ def test_host_arrays_on_a_device_backend_are_refused_by_name(device, kw, arg):
             model.forward(**kw)
         model.forward([[1, 2, 3]])  # lists are converted: they are nobody's device
 
-    _on(device, run)
+    on(device, run)
+
+
+@pytest.mark.skipif("cupy" not in DEVICE_BACKENDS, reason="CUDA managed memory needs CuPy and a GPU")
+def test_managed_paged_step_equals_plain_adamw_on_cupy():  # pragma: no cover - GPU machines
+    """``PagedAdamW(managed=True)``: the state in cupy.cuda.malloc_managed memory, paged by prefetches; the
+    update is AdamW's (tiny buffers: never ask for managed memory near the card's size)."""
+    def run():
+        batches = [data.task_batch(data.PRETRAIN_TASKS, 2, seed=i) for i in range(3)]
+        ref = GPT(CFG, seed=0)
+        ref_losses = train_steps(ref, AdamW(ref, lr=1e-2), batches)
+        model = GPT(CFG, seed=0)
+        memory = DeviceMemory(budget=10**9)
+        opt = PagedAdamW(model, memory, lr=1e-2, page_size=4096, managed=True)
+        memory.budget = opt.buffer.npages * 4096 + 8192
+        losses = train_steps(model, opt, batches, memory, lambda m: 16384)
+        assert opt.buffer.managed and opt.stats.page_outs > 0 and opt.stats.page_ins > 0
+        return {"losses": losses, "ref_losses": ref_losses, "params": host(model.params),
+                "ref_params": host(ref.params)}
+
+    got = on("cupy", run)
+    np.testing.assert_allclose(got["losses"], got["ref_losses"], rtol=1e-6)
+    same("cupy", got["params"], got["ref_params"])
