@@ -69,7 +69,8 @@ def adapters_files(model: GPT) -> dict[str, bytes]:
     """The files :func:`save_adapters` writes, by name, as bytes."""
     text = json.dumps(adapters_config_dict(model), indent=2, sort_keys=True) + "\n"
     tensors = {k: np.ascontiguousarray(backend.to_numpy(v)) for k, v in adapter_tensors(model).items()}
-    return {WEIGHTS_NAME: _safetensors_numpy().save(tensors, metadata={"format": "np", "minilora": "adapters"}),
+    # one metadata key: safetensors writes metadata from an unordered map, so two keys come out in either order
+    return {WEIGHTS_NAME: _safetensors_numpy().save(tensors, metadata={"format": "np"}),
             CONFIG_NAME: text.encode("utf-8")}
 
 

@@ -86,7 +86,7 @@ def prompt_adapter_files(model: PromptLearningModel) -> dict[str, bytes]:
     files = {WEIGHTS_NAME: st.save({PROMPT_KEY: prompt}, metadata={"format": "pt"})}
     if _has_encoder_file(model) and not model.inference_mode:
         state = {k: np.ascontiguousarray(backend.to_numpy(v)) for k, v in model.prompt_encoder.params.items()}
-        files[ENCODER_NAME] = st.save(state, metadata={"format": "np", "minilora": "prompt_encoder"})
+        files[ENCODER_NAME] = st.save(state, metadata={"format": "np"})  # one key: the order of two is not fixed
     text = json.dumps(prompt_config_dict(model), indent=2, sort_keys=True) + "\n"
     files[CONFIG_NAME] = text.encode("utf-8")
     return files
