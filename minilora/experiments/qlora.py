@@ -40,7 +40,11 @@ def compare_methods(base, config: LoraConfig | None = None, recipe: Recipe | Non
     ``"qlora"`` the same adapter on the base stored in NF4 (:class:`~minilora.peft.QuantizationConfig`).
     """
     recipe = (recipe or Recipe(eval_every=10)).replace(**recipe_changes)
-    return {method: finetune(copy.deepcopy(base), *_method_args(method, config), recipe) for method in methods}
+    runs = {}
+    for method in methods:
+        peft_config, quantization = _method_args(method, config)
+        runs[method] = finetune(copy.deepcopy(base), peft_config, recipe, quantization=quantization)
+    return runs
 
 
 def _method_args(method: str, config: LoraConfig | None) -> tuple:

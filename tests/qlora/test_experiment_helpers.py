@@ -65,3 +65,15 @@ def test_paging_timeline_accounts_for_every_page():
     assert all(s["peak"] <= demo["budget"] for s in t) and max(s["peak"] for s in t) == demo["peak"]
     assert t[3]["page_outs"] > 0 and t[3]["activations"] == demo["activations"]["spike"]
     assert all(s["page_outs"] == 0 for s in t[:3])  # before the spike everything fits
+
+
+def test_compare_methods_runs_each_method_with_its_quantization():
+    """compare_methods passed (peft_config, quantization) positionally into finetune's recipe slot (TypeError)."""
+    import minilora
+    from minilora.experiments.qlora import compare_methods
+    from minilora.peft.qlora import quantized_modules
+
+    runs = compare_methods(minilora.load_base_model(), steps=2, eval_every=0)
+    assert set(runs) == {"full", "lora", "qlora"}
+    assert quantized_modules(runs["qlora"][0]) and not quantized_modules(runs["lora"][0])
+    assert runs["full"][2]["trainable"] == runs["full"][2]["total"]
