@@ -6,8 +6,8 @@
 # %%
 import numpy as np
 
-from minilora.experiments import lora as E
 from minilora.data import low_rank_teacher
+from minilora.experiments import lora as E
 from minilora.optim import Adam
 from minilora.peft import LoraConfig
 

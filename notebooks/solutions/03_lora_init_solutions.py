@@ -6,8 +6,8 @@
 # %%
 import numpy as np
 
-from minilora.experiments import lora as E
 from minilora.data import low_rank_teacher
+from minilora.experiments import lora as E
 
 teacher = low_rank_teacher(d_in=32, d_out=32, rank=4, seed=0)
 

@@ -78,9 +78,10 @@ for targets in [("q_proj", "v_proj"), "all-linear"]:
     for r in (1, 4, 8):
         model = inject_lora(minilora.load_base_model(), LoraConfig(r=r, lora_alpha=2 * r, target_modules=targets))
         trainable, _ = count_parameters(model)
-        path = save_adapter(model, Path(tempfile.mkdtemp()) / "adapter")
-        weights = (path / "adapter_model.safetensors").stat().st_size
-        config_json = (path / "adapter_config.json").stat().st_size
+        with tempfile.TemporaryDirectory() as tmp:  # written, measured, removed
+            path = save_adapter(model, Path(tmp) / "adapter")
+            weights = (path / "adapter_model.safetensors").stat().st_size
+            config_json = (path / "adapter_config.json").stat().st_size
         rows.append((str(targets), r, trainable, weights, config_json))
 print(f"{'targets':22s} {'r':>2s} {'trainable':>9s} {'% of model':>10s} {'tensors (B)':>11s} {'4 B x params':>12s}"
       f" {'config (B)':>10s} {'copy / adapter':>14s}")

@@ -9,19 +9,18 @@
 # The blog's picture, redrawn by `minilora.figures` (`python -m minilora figures lora`):
 
 # %%
-import tempfile
 
 import matplotlib.pyplot as plt
 import numpy as np
 
 import minilora
 from minilora import data, figures
+from minilora.data import low_rank_teacher
 from minilora.experiments import lora as E
 from minilora.experiments.recipe import finetune
-from minilora.data import low_rank_teacher
 from minilora.nn import Linear
 from minilora.nn.gradcheck import gradcheck
-from minilora.peft import LoraConfig, LoRALinear, inject_lora, merge_and_unload, save_adapter
+from minilora.peft import LoraConfig, LoRALinear, adapter_nbytes, disable_adapter, inject_lora, merge_and_unload
 from minilora.peft.lora import init_lora_matrices
 from minilora.show import log_ticks, show_source
 from minilora.train import evaluate
@@ -412,8 +411,7 @@ print(f"all-linear r = 2 against q, v r = 8: {c['diff']:+.3f} ± {c['se']:.3f} �
 
 # %%
 lora_model, lora_rep = alpha_runs[16]["models"][0], alpha_runs[16]["reports"][0]
-adapter_dir = save_adapter(lora_model, tempfile.mkdtemp())
-adapter_bytes = sum(f.stat().st_size for f in adapter_dir.iterdir())
+adapter_bytes = adapter_nbytes(lora_model)  # the bytes save_adapter writes, counted in memory
 full_bytes = sum(p.nbytes for p in full_model.params.values())
 skill = {"base": E.pretrained_skill(base), "lora": E.pretrained_skill(lora_model),
          "full": E.pretrained_skill(full_model)}
@@ -436,14 +434,20 @@ closed = (lora_rep["loss_before"] - lora_rep["loss_after"]) / (full_rep["loss_be
 print(f"held-out loss: LoRA {'above' if gap > 0 else 'below'} full fine-tuning by {abs(gap):.3f}; LoRA removes "
       f"{closed:.1%} of the loss reduction full fine-tuning achieves; exact match "
       f"{lora_rep['exact_match_after']:.3f} (LoRA) vs {full_rep['exact_match_after']:.3f} (full)")
+kept = {key: skill[key] >= 0.9 * skill["base"] for key in ("lora", "full")}
+with disable_adapter(lora_model):  # the same model with the side paths switched off
+    skill_off = E.pretrained_skill(lora_model)
+print(f"pretraining tasks kept (exact match >= 90% of the base's): LoRA {kept['lora']}, full {kept['full']}; "
+      f"LoRA with its adapter disabled: {skill_off:.3f} (base {skill['base']:.3f}, "
+      f"{'identical' if skill_off == skill['base'] else 'different'})")
 
 # %% [markdown]
 # The table and the last line say which method ends lower here and how much of the distance from the base
-# model's loss the adapter covers, with the trainable parameters and stored bytes of each. Both runs give up
-# the pretraining tasks (the last column): with the adapter attached, or with the updated weights, the old
-# skills go, because nothing in the fine-tuning data asked the model to keep them. The difference is what
-# you can undo. LoRA's base weights never changed (bit for bit, printed above), so removing the adapter
-# gives back the base model and its pretrained accuracy exactly. Full fine-tuning overwrote them.
+# model's loss the adapter covers, with the trainable parameters and stored bytes of each. The last column and
+# the "kept" line say what became of the pretraining tasks: nothing in the fine-tuning data asks the model to
+# keep them. The difference between the methods is what you can undo. LoRA's base weights never changed (bit
+# for bit, printed above), so switching the adapter off (`disable_adapter`) gives back the base model — its
+# pretrained accuracy is printed on the last line. Full fine-tuning overwrote its weights.
 #
 # For deployment the adapter can also be folded into the weights, after which the model is a plain GPT
 # with no extra cost per token:

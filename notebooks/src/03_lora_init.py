@@ -25,8 +25,8 @@
 import matplotlib.pyplot as plt
 import numpy as np
 
-from minilora.experiments import lora as E
 from minilora.data import low_rank_teacher
+from minilora.experiments import lora as E
 from minilora.nn.gradcheck import gradcheck
 from minilora.peft import LoRALinear
 from minilora.peft.lora import init_lora_matrices

@@ -24,13 +24,13 @@ import numpy as np
 import minilora
 from minilora import data, figures
 from minilora.experiments import lora as E
+from minilora.experiments.qlora import QLORA_CONFIG, compare_methods, memory_table, merge_effect, paging_demo
 from minilora.experiments.recipe import finetune
 from minilora.formats import BF16, round_to
 from minilora.nn.gradcheck import gradcheck
 from minilora.peft import LoraConfig, LoRALinear, QLoRALinear
 from minilora.peft.memory import PAPER_16BIT, ModelShape, estimate, format_table, paper_comparison
 from minilora.peft.qlora import merge_rounding_error
-from minilora.experiments.qlora import QLORA_CONFIG, compare_methods, memory_table, merge_effect, paging_demo
 from minilora.quant import dequantize_4bit, quantize_4bit
 from minilora.show import log_ticks, show_source
 
