@@ -1,10 +1,8 @@
 """Every golden file says what made it: the generator, its commit, and the reference libraries' versions."""
 
 import sys
-from pathlib import Path
 
 import pytest
-
 from conftest import GOLDEN, ROOT, load_golden
 
 sys.path.insert(0, str(ROOT / "tools"))
