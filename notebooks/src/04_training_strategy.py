@@ -112,7 +112,8 @@ assert all(checks.values())
 # Anything else is *inconclusive at this budget* (`minilora.experiments.verdicts`).
 
 # %%
-assert T.BASE.warmup_steps == 10 and T.BLOG_ADAMW.warmup_steps / T.BASE.steps == 2 / 3 and len(T.SEEDS) == 3
+assert T.BASE.warmup_steps == 10 and T.BLOG_ADAMW.warmup_steps / T.BASE.steps == 2 / 3 and T.SEEDS == (0, 1, 2)
+assert all(T.BLOG_ADAMW.lr in T.LR_GRID[n] for n in ("adam", "adamw")) and T.BLOG_SGD.lr in T.LR_GRID["sgd"]
 assert [T.blog_optimizer(T.BASE, n).momentum for n in T.OPTIMIZERS] == [0.9, 0.0, 0.0]
 assert [T.blog_optimizer(T.BASE, n).weight_decay for n in T.OPTIMIZERS] == [0.0, 0.0, 0.1]
 t0 = time.perf_counter()
