@@ -22,7 +22,7 @@ the i-th micro-batch (``i = step * grad_accum + micro``), so a run is determinis
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -85,7 +85,7 @@ def train(model: Any, data: Batch | Callable[[int], Batch], optimizer: Optimizer
           schedule: Callable[[int], float] | None = None, steps: int = 100, grad_accum: int = 1,
           eval_every: int = 0, eval_data: Batch | Callable[[], Batch] | None = None,
           eval_fn: Callable[[Any], dict[str, float]] | None = None, max_grad_norm: float | None = None,
-          progress: bool = True, desc: str = "train") -> History:
+          progress: bool = True, desc: str = "train", eval_at: Sequence[int] = ()) -> History:
     """Train ``model`` for ``steps`` optimizer steps and return a :class:`History`.
 
     Parameters
@@ -98,6 +98,7 @@ def train(model: Any, data: Batch | Callable[[int], Batch], optimizer: Optimizer
         of the union batch when the micro-batches count equally many targets.
     eval_every : evaluate every this many steps and after the last (0: only after the last when
         ``eval_data`` or ``eval_fn`` is given).
+    eval_at : also evaluate after these steps (each in 1 … ``steps``), e.g. after each epoch.
     eval_data : ``(x, targets)`` or a callable returning it, for ``eval_loss``.
     eval_fn : ``eval_fn(model) -> dict`` of extra metrics (e.g. exact-match accuracy), stored per evaluation.
     max_grad_norm : clip the global gradient norm to this (None: no clipping); ``grad_norm`` records the
@@ -110,6 +111,9 @@ def train(model: Any, data: Batch | Callable[[int], Batch], optimizer: Optimizer
         raise ValueError(f"grad_accum must be >= 1, got {grad_accum!r}")
     if eval_every < 0:
         raise ValueError(f"eval_every must be >= 0, got {eval_every!r}")
+    eval_at = frozenset(eval_at)
+    if any(isinstance(s, bool) or not isinstance(s, (int, np.integer)) or not 1 <= s <= steps for s in eval_at):
+        raise ValueError(f"eval_at must lie in 1 … steps={steps}, got {sorted(eval_at, key=repr)}")
     hist = History()
     t_start = time.perf_counter()
 
@@ -145,7 +149,7 @@ def train(model: Any, data: Batch | Callable[[int], Batch], optimizer: Optimizer
         hist.tokens_per_s.append(tokens / max(dt, 1e-9))
         if progress and step % 10 == 0:
             bar.set_postfix(loss=f"{loss:.4f}", lr=f"{optimizer.lr:.2e}")
-        if eval_every and (step + 1) % eval_every == 0 and step + 1 < steps:
+        if ((eval_every and (step + 1) % eval_every == 0) or step + 1 in eval_at) and step + 1 < steps:
             do_eval(step + 1)
     bar.close()
     if steps and (eval_data is not None or eval_fn is not None):

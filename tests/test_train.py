@@ -55,6 +55,24 @@ def test_history_schedule_and_determinism():
     assert runs[0].loss == runs[1].loss and runs[0].eval_loss == runs[1].eval_loss
 
 
+def test_eval_at_adds_evaluations_at_the_steps_asked_for():
+    stream = data.task_stream("copy", 8, seed=3)
+    batch = data.task_batch("copy", 16, seed=9)
+    runs = {}
+    for kw in (dict(eval_every=3), dict(eval_every=3, eval_at=(1, 2, 3, 7))):
+        m = GPT(CFG, seed=0)
+        runs[len(kw)] = train(m, stream, optim.AdamW(m, lr=1e-2), steps=7, eval_data=batch, progress=False, **kw)
+    plain, more = runs[1], runs[2]
+    assert plain.eval_step == [3, 6, 7] and more.eval_step == [1, 2, 3, 6, 7]  # the union, each step once
+    assert more.loss == plain.loss  # evaluating does not change the run
+    assert [more.eval_loss[more.eval_step.index(s)] for s in (3, 6, 7)] == plain.eval_loss
+    m = MLPRegressor([2, 1])
+    batch = (np.zeros((3, 2), np.float32), np.zeros((3, 1), np.float32))
+    for bad in ((0,), (8,), (2.5,), (True,)):
+        with pytest.raises(ValueError, match="eval_at must lie in 1 … steps=7"):
+            train(m, batch, optim.SGD(m, lr=0.1), steps=7, eval_at=bad, progress=False)
+
+
 def test_clipping_bounds_the_update_and_records_raw_norm():
     """train's step = the golden-tested pieces in order: backward, clip_grad_norm (records the raw norm), SGD."""
     teacher = data.low_rank_teacher(4, 3, rank=1, scale=100.0, seed=0)

@@ -15,7 +15,8 @@ only in a notebook.
 * :mod:`~minilora.experiments.quant_eval` — QLoRA's Table 2 on any model: held-out perplexity with every
   linear weight round-tripped through each storage format;
 * :mod:`~minilora.experiments.training` — the blog's training-strategy claims (cosine schedule with SGD and
-  Adam/AdamW, the recipe, repeated epochs) tested by LoRA fine-tuning of the shipped base GPT;
+  Adam/AdamW, the recipe, repeated epochs) tested by LoRA fine-tuning of the shipped base GPT, every run one
+  :func:`~minilora.experiments.recipe.finetune` with one :class:`~minilora.experiments.recipe.Recipe`;
 * :mod:`~minilora.experiments.memory` — the same chapter's memory claims: optimizer state (why not SGD?) and
   gradient accumulation;
 * :mod:`~minilora.experiments.verdicts` — numbers over seeds, paired effects and the rule that turns them into

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,7 +83,7 @@ class Recipe:
     weight_decay : float
         Decoupled (AdamW) or L2 (Adam, SGD) weight decay.
     optimizer : ``"adamw"``, ``"adam"`` or ``"sgd"``
-        :mod:`minilora.optim` with its default betas / no momentum.
+        :mod:`minilora.optim`: Adam and AdamW with their default betas, SGD with ``momentum``.
     max_grad_norm : float or None
         Clip the global gradient norm (None: no clipping).
     grad_accum : int
@@ -91,12 +92,18 @@ class Recipe:
         Seeds the data stream and the method's initialization (and so the whole run).
     eval_every : int
         Evaluate every this many steps and after the last (0: only after the last).
+    momentum : float
+        SGD's momentum, in [0, 1) (PyTorch's rule; 0 keeps no state). Only SGD has one: a non-zero momentum with
+        Adam or AdamW (which keep their betas) is refused.
 
     >>> Recipe()
     Recipe(steps=150, batch_size=32, lr=None, schedule='constant', warmup_steps=0, lr_min=0.0, weight_decay=0.0, \
-optimizer='adamw', max_grad_norm=None, grad_accum=1, seed=0, eval_every=0)
+optimizer='adamw', max_grad_norm=None, grad_accum=1, seed=0, eval_every=0, momentum=0.0)
     >>> Recipe().describe("lora")
     '150 steps of AdamW (weight decay 0), constant learning rate 0.01, batches of 32, seed 0'
+    >>> Recipe(optimizer="sgd", momentum=0.9, lr=0.1, schedule="cosine", warmup_steps=100).describe("lora")
+    '150 steps of SGD (momentum 0.9, weight decay 0), cosine learning rate 0.1 after 100 warmup steps, batches of \
+32, seed 0'
     """
 
     steps: int = 150
@@ -111,6 +118,7 @@ optimizer='adamw', max_grad_norm=None, grad_accum=1, seed=0, eval_every=0)
     grad_accum: int = 1
     seed: int = 0
     eval_every: int = 0
+    momentum: float = 0.0
 
     def __post_init__(self) -> None:
         _check_int("steps", self.steps, 0)
@@ -131,6 +139,11 @@ optimizer='adamw', max_grad_norm=None, grad_accum=1, seed=0, eval_every=0)
         _check_int("grad_accum", self.grad_accum, 1)
         _check_int("seed", self.seed, 0)
         _check_int("eval_every", self.eval_every, 0)
+        if _check_real("momentum", self.momentum, 0.0, strict=False) >= 1:
+            raise ValueError(f"momentum must be in [0, 1), got {self.momentum!r}")
+        if self.momentum and self.optimizer != "sgd":
+            raise ValueError(f"momentum is SGD's (Adam and AdamW keep their betas): got momentum={self.momentum!r} "
+                             f"with optimizer={self.optimizer!r}")
 
     def replace(self, **changes: Any) -> Recipe:
         """A copy with some fields changed (checked again): ``Recipe().replace(steps=20)``."""
@@ -153,7 +166,7 @@ optimizer='adamw', max_grad_norm=None, grad_accum=1, seed=0, eval_every=0)
             return AdamW(model, lr=lr, weight_decay=self.weight_decay)
         if self.optimizer == "adam":
             return Adam(model, lr=lr, weight_decay=self.weight_decay)
-        return SGD(model, lr=lr, weight_decay=self.weight_decay)
+        return SGD(model, lr=lr, momentum=self.momentum, weight_decay=self.weight_decay)
 
     def make_schedule(self, method: str):
         """``step -> lr`` for :func:`minilora.train.train`, or None (the optimizer's constant ``lr``)."""
@@ -169,11 +182,13 @@ optimizer='adamw', max_grad_norm=None, grad_accum=1, seed=0, eval_every=0)
     def describe(self, method: str = "lora") -> str:
         """One sentence saying what the recipe does for ``method`` (for notebooks that print it)."""
         opt = {"adamw": "AdamW", "adam": "Adam", "sgd": "SGD"}[self.optimizer]
+        momentum = f"momentum {self.momentum:g}, " if self.momentum else ""
         warm = f" after {self.warmup_steps} warmup steps" if self.warmup_steps else ""
         accum = f" x {self.grad_accum} accumulated" if self.grad_accum > 1 else ""
         clip = f", gradients clipped to norm {self.max_grad_norm:g}" if self.max_grad_norm else ""
-        return (f"{self.steps} steps of {opt} (weight decay {self.weight_decay:g}), {self.schedule} learning rate "
-                f"{self.lr_for(method):g}{warm}, batches of {self.batch_size}{accum}{clip}, seed {self.seed}")
+        return (f"{self.steps} steps of {opt} ({momentum}weight decay {self.weight_decay:g}), {self.schedule} "
+                f"learning rate {self.lr_for(method):g}{warm}, batches of {self.batch_size}{accum}{clip}, "
+                f"seed {self.seed}")
 
 
 def method_of(peft_config: Any, quantization: QuantizationConfig | None = None) -> str:
@@ -293,7 +308,8 @@ def step_seconds(history: History, batch_tokens: int) -> np.ndarray:
 
 def finetune(base: Module, peft_config: Any = None, recipe: Recipe | None = None, *,
              quantization: QuantizationConfig | None = None, include_step0: bool = False, pretrained: bool = False,
-             progress: bool = False) -> tuple[Module, History, dict]:
+             progress: bool = False, train_data: Callable[[int], tuple[np.ndarray, np.ndarray]] | None = None,
+             eval_at: Sequence[int] = ()) -> tuple[Module, History, dict]:
     """Fine-tune ``base`` (the shipped GPT or a copy; changed in place) on :data:`minilora.data.HELDOUT_TASK`.
 
     Parameters
@@ -312,6 +328,12 @@ def finetune(base: Module, peft_config: Any = None, recipe: Recipe | None = None
     pretrained : bool
         Also measure the mean exact match over :data:`minilora.data.PRETRAIN_TASKS` before and after (what
         fine-tuning does to the skills the base model had); eight extra 512-sequence forwards.
+    train_data : callable or None
+        ``train_data(i) -> (idx, targets)``, micro-batch ``i`` of ``recipe.batch_size`` sequences, instead of the
+        recipe's stream (e.g. epochs over a fixed set of examples); None: :func:`minilora.data.heldout_train_data`
+        with the recipe's batch size and seed.
+    eval_at : sequence of int
+        Also evaluate after these steps (each in 1 … ``recipe.steps``), besides ``recipe.eval_every``'s.
 
     Returns
     -------
@@ -331,6 +353,12 @@ def finetune(base: Module, peft_config: Any = None, recipe: Recipe | None = None
     if not isinstance(recipe, Recipe):
         raise TypeError(f"recipe must be a Recipe or None, got {type(recipe).__name__}")
     method = method_of(peft_config, quantization)
+    if train_data is None:
+        train_data = data.heldout_train_data(recipe.batch_size, seed=recipe.seed)
+    elif not callable(train_data):
+        raise TypeError(f"train_data must be a callable i -> (idx, targets) or None, got {type(train_data).__name__}")
+    elif recipe.steps and (n := len(train_data(0)[0])) != recipe.batch_size:
+        raise ValueError(f"train_data(0) has {n} sequences, recipe.batch_size is {recipe.batch_size}")
     eval_batch = data.heldout_eval_batch()
     before = data.accuracy(base, *eval_batch)
     report: dict = {"method": method, "lr": recipe.lr_for(method)}
@@ -343,7 +371,7 @@ def finetune(base: Module, peft_config: Any = None, recipe: Recipe | None = None
     t0 = time.perf_counter()
     hist = train(
         model,
-        data.heldout_train_data(recipe.batch_size, seed=recipe.seed),
+        train_data,
         recipe.make_optimizer(model, method),
         recipe.make_schedule(method),
         steps=recipe.steps,
@@ -354,6 +382,7 @@ def finetune(base: Module, peft_config: Any = None, recipe: Recipe | None = None
         max_grad_norm=recipe.max_grad_norm,
         progress=progress,
         desc=f"finetune ({method})",
+        eval_at=eval_at,
     )
     seconds = time.perf_counter() - t0
     if recipe.steps:

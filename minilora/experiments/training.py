@@ -1,10 +1,13 @@
 """The blog's training-strategy claims (its section 训练策略), tested by LoRA fine-tuning of the shipped base GPT.
 
-Every experiment fine-tunes :func:`minilora.load_base_model` with LoRA (``r = 8``, ``lora_alpha = 16`` on
-``q_proj`` and ``v_proj``) on the held-out task (:data:`minilora.data.HELDOUT_TASK`, a task the base model
-never saw) and scores the held-out cross-entropy on 256 fixed sequences the training stream never draws.
-Each number that carries a verdict is run with several seeds (the seed draws the adapter's initial ``A`` and
-the training batches) and is reported as mean ± standard deviation.
+Every experiment is one call of :func:`minilora.experiments.recipe.finetune` with one
+:class:`~minilora.experiments.recipe.Recipe` — the same pair the CLI, the other chapters and the method comparison
+use — on the shipped base GPT (:func:`minilora.load_base_model`) with LoRA (:data:`LORA`: ``r = 8``,
+``lora_alpha = 16`` on ``q_proj`` and ``v_proj``) on the held-out task (:data:`minilora.data.HELDOUT_TASK`, a task
+the base model never saw), scored by its held-out cross-entropy on the :data:`EVAL_SIZE` fixed sequences of
+:func:`minilora.data.heldout_eval_batch`, which the training stream never draws. Each number that carries a verdict
+is run with several seeds (the recipe's ``seed`` draws the adapter's initial ``A`` and the training batches) and is
+reported as mean ± standard deviation.
 
 The claims and how each is tested:
 
@@ -12,20 +15,22 @@ The claims and how each is tested:
   — :func:`schedule_study`. Each optimizer × schedule pair gets its own learning rate from a small sweep
   (:func:`tune_lr`, the blog's lr among the points), then the two schedules are compared per seed. Each half
   of the claim has its own test: :func:`helps` for SGD, :func:`little_effect` for Adam and AdamW.
-* **the recipe** (lr 3e-4, warmup 100, weight decay 0.1; SGD lr 0.1, momentum 0.9) — one point of each
-  sweep, and :func:`recipe_ablations` changes one of its settings at a time.
+* **the recipe** (lr 3e-4, warmup 100, weight decay 0.1; SGD lr 0.1, momentum 0.9: :data:`BLOG_ADAMW`,
+  :data:`BLOG_SGD`) — one point of each sweep, and :func:`recipe_ablations` changes one of its settings at a time.
 * **"repeating the data does not help and may hurt"** (对数据循环多次使用，并不会提升性能，相反可能会导致结果的恶化)
-  — :func:`repetition_study`: 1, 2, 4 and 8 epochs over the same N examples. More epochs are more steps:
-  the claim is about passing over *the same data* again, so the data is fixed and the number of passes
-  varies (a fixed number of steps would fix the number of passes too). With a constant learning rate after
-  warmup, the first E epochs of an 8-epoch run *are* an E-epoch run, so one run per seed is evaluated after
-  each epoch. The same steps on fresh examples are the control that separates "more passes" from "more data".
+  — :func:`repetition_study`: 1, 2, 4 and 8 epochs over the same N examples (``finetune(train_data=...)``).
+  More epochs are more steps: the claim is about passing over *the same data* again, so the data is fixed and
+  the number of passes varies (a fixed number of steps would fix the number of passes too). With a constant
+  learning rate after warmup, the first E epochs of an 8-epoch run *are* an E-epoch run, so one run per seed is
+  evaluated after each epoch (``finetune(eval_at=...)``). The same steps on fresh examples are the control that
+  separates "more passes" from "more data".
 * **"SGD saves the memory of Adam's extra state"** and **gradient accumulation**: see
   :mod:`minilora.experiments.memory`.
 
 A verdict is ``"supported"``, ``"not supported"`` or ``"inconclusive at this budget"``, decided from the
 per-seed differences (a 95 % Student-t interval) against the seed spread of the final loss: see
-:class:`Effect`. Results are memoised per (recipe, seed), so a notebook that reuses a run pays for it once.
+:class:`Effect`. Results are memoised per recipe (a frozen dataclass, seed included), so a notebook that reuses
+a run pays for it once.
 """
 
 from __future__ import annotations
@@ -33,11 +38,12 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from minilora import data, optim, schedules
+from minilora import data
+from minilora.experiments.recipe import Recipe, finetune, prepare
 from minilora.experiments.verdicts import (
     INCONCLUSIVE,
     NOT_SUPPORTED,
@@ -53,174 +59,112 @@ from minilora.experiments.verdicts import (
     paired_effect,
     verdict_table,
 )
-from minilora.train import History, evaluate, train
+from minilora.peft import LoraConfig
+from minilora.train import History
 
-__all__ = ["SEEDS", "EVAL_SIZE", "LR_GRID", "OPTIMIZERS", "Recipe", "BLOG_ADAMW", "BLOG_SGD", "BASE", "RunResult",
-           "run", "losses", "exact_matches", "Tuned", "tune_lr", "schedule_study", "schedule_verdicts",
-           "optimizer_verdict", "late_improvement", "recipe_ablations", "ablation_verdicts", "epoch_stream",
-           "repetition_study", "repetition_verdicts",
+__all__ = ["SEEDS", "EVAL_SIZE", "LORA", "LR_GRID", "OPTIMIZERS", "Recipe", "BLOG_ADAMW", "BLOG_SGD", "BASE",
+           "blog_optimizer", "lora_model", "RunResult", "run", "losses", "exact_matches", "Tuned", "tune_lr",
+           "schedule_study", "schedule_verdicts", "optimizer_verdict", "late_improvement", "recipe_ablations",
+           "ablation_verdicts", "epoch_stream", "repetition_study", "repetition_verdicts",
            # re-exported from minilora.experiments.verdicts
            "SUPPORTED", "NOT_SUPPORTED", "INCONCLUSIVE", "Summary", "Effect", "paired_effect", "helps",
            "little_effect", "all_of", "any_of", "none_of", "Verdict", "verdict_table"]
 
 #: seeds of every run that carries a verdict (the first one also tunes the learning rates)
 SEEDS = (0, 1, 2)
-#: held-out sequences scored after each run (the first 256 of :func:`minilora.data.heldout_eval_batch`)
-EVAL_SIZE = 256
+#: held-out sequences scored after each run: all of :func:`minilora.data.heldout_eval_batch`, as ``finetune`` does
+EVAL_SIZE = len(data.heldout_eval_batch()[0])
+#: the adapter of every run: LoRA r = 8, alpha = 16 on q_proj and v_proj
+LORA = LoraConfig(r=8, lora_alpha=16, target_modules=("q_proj", "v_proj"))
 #: the learning rates swept per optimizer: half-decades, each containing the blog's value (3e-4; SGD 0.1)
 LR_GRID = {"sgd": (0.003, 0.01, 0.03, 0.1), "adam": (3e-4, 1e-3, 3e-3, 1e-2, 3e-2),
            "adamw": (3e-4, 1e-3, 3e-3, 1e-2, 3e-2)}
+#: the optimizers compared, in the chapter's order
 OPTIMIZERS = ("sgd", "adam", "adamw")
 LABELS = {"sgd": "SGD (momentum 0.9)", "adam": "Adam", "adamw": "AdamW (weight decay 0.1)"}
 
-
-@dataclass(frozen=True)
-class Recipe:
-    """One LoRA fine-tuning run's settings (hashable: results are memoised per recipe and seed).
-
-    Attributes
-    ----------
-    optimizer : ``"sgd"`` (with ``momentum``), ``"adam"`` (``weight_decay`` is L2, as torch's Adam) or
-        ``"adamw"`` (decoupled ``weight_decay``).
-    lr : peak learning rate.  schedule : ``"cosine"`` (half a cosine to 0 after warmup) or ``"constant"``.
-    warmup : linear warmup steps (capped at ``steps``).  weight_decay, momentum : as above.
-    steps : optimizer steps.  batch_size : sequences per micro-batch.  grad_accum : micro-batches per step.
-    r, lora_alpha : the adapter (on ``q_proj`` and ``v_proj``).
-    """
-
-    optimizer: str = "adamw"
-    lr: float = 3e-4
-    schedule: str = "cosine"
-    warmup: int = 100
-    weight_decay: float = 0.1
-    momentum: float = 0.9
-    steps: int = 150
-    batch_size: int = 16
-    grad_accum: int = 1
-    r: int = 8
-    lora_alpha: float = 16
-
-    def __post_init__(self) -> None:
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
-        if self.schedule not in ("cosine", "constant"):
-            raise ValueError(f"schedule must be 'cosine' or 'constant', got {self.schedule!r}")
-        for name in ("steps", "batch_size", "grad_accum", "r"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ValueError(f"{name} must be an int >= 1, got {getattr(self, name)!r}")
-        if not (isinstance(self.warmup, int) and self.warmup >= 0):
-            raise ValueError(f"warmup must be an int >= 0, got {self.warmup!r}")
-        if not (math.isfinite(self.lr) and self.lr > 0):
-            raise ValueError(f"lr must be a finite number > 0, got {self.lr!r}")
-
-    def but(self, **changes) -> Recipe:
-        """A copy with some settings changed: ``recipe.but(lr=1e-2, schedule="constant")``."""
-        return replace(self, **changes)
-
-
-#: the blog's recipe for AdamW: lr 3e-4, warmup 100, weight decay 0.1, cosine
-BLOG_ADAMW = Recipe()
+#: the blog's recipe for AdamW: lr 3e-4, warmup 100, weight decay 0.1, cosine (150 steps of 16 sequences here)
+BLOG_ADAMW = Recipe(steps=150, batch_size=16, lr=3e-4, schedule="cosine", warmup_steps=100, weight_decay=0.1,
+                    optimizer="adamw")
 #: the blog's SGD: lr 0.1, momentum 0.9 (no weight decay: torch's SGD decay is L2, not the AdamW 0.1)
-BLOG_SGD = Recipe(optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=0.0)
+BLOG_SGD = BLOG_ADAMW.replace(optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=0.0)
 #: the starting point of the sweeps: the blog's recipe with a warmup that fits the 150-step budget
-BASE = Recipe(warmup=10)
+BASE = BLOG_ADAMW.replace(warmup_steps=10)
 
 
-def make_optimizer(model, recipe: Recipe) -> optim.Optimizer:
-    """The recipe's optimizer over ``model``'s trainable parameters."""
-    if recipe.optimizer == "sgd":
-        return optim.SGD(model, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
-    cls = optim.Adam if recipe.optimizer == "adam" else optim.AdamW
-    return cls(model, lr=recipe.lr, weight_decay=recipe.weight_decay)
+def blog_optimizer(recipe: Recipe, optimizer: str) -> Recipe:
+    """``recipe`` with ``optimizer`` at the blog's settings: SGD with momentum 0.9 and no weight decay, Adam with
+    no weight decay, AdamW with weight decay 0.1."""
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
+    return recipe.replace(optimizer=optimizer, momentum=0.9 if optimizer == "sgd" else 0.0,
+                          weight_decay=0.1 if optimizer == "adamw" else 0.0)
 
 
-def make_schedule(recipe: Recipe) -> Callable[[int], float]:
-    """``step -> lr``: cosine to 0 or constant, after ``min(warmup, steps)`` linear warmup steps."""
-    warmup = min(recipe.warmup, recipe.steps)
-    if recipe.schedule == "cosine":
-        return schedules.make("cosine", total=recipe.steps, warmup=warmup, lr_max=recipe.lr)
-    return schedules.make("constant", lr=recipe.lr, warmup=warmup)
-
-
-def lora_model(seed: int, r: int = 8, lora_alpha: float = 16):
-    """A fresh copy of the shipped base GPT with a LoRA adapter on q and v (the chapter's: r = 8, alpha = 16)."""
+def lora_model(seed: int):
+    """A fresh copy of the shipped base GPT with the chapter's adapter (:data:`LORA`), as every run starts."""
     import minilora
-    from minilora.peft import LoraConfig, inject_lora
 
-    return inject_lora(minilora.load_base_model(), LoraConfig(r=r, lora_alpha=lora_alpha), seed=seed)
-
-
-def eval_batch() -> tuple[np.ndarray, np.ndarray]:
-    """The held-out sequences every run is scored on."""
-    return data.heldout_eval_batch(EVAL_SIZE)
+    return prepare(minilora.load_base_model(), LORA, seed=seed)
 
 
 @dataclass(frozen=True)
 class RunResult:
     """One run: held-out cross-entropy and exact match at the end, the held-out loss at the steps asked for
-    (``curve``: step -> loss) and the training history."""
+    (``curve``: step -> loss), the training history and ``finetune``'s report."""
 
     loss: float
     exact_match: float
     history: History = field(repr=False, compare=False)
     curve: dict[int, float] = field(default_factory=dict, repr=False, compare=False)
+    report: dict = field(default_factory=dict, repr=False, compare=False)
 
 
-def run(recipe: Recipe, seed: int, data_fn: Callable[[int], tuple] | None = None,
-        eval_at: Sequence[int] = ()) -> RunResult:
-    """Fine-tune a fresh LoRA model with ``recipe``; memoised when ``data_fn`` and ``eval_at`` are defaults.
+def run(recipe: Recipe, train_data: Callable[[int], tuple] | None = None, eval_at: Sequence[int] = ()) -> RunResult:
+    """``finetune`` a fresh LoRA model (:data:`LORA`) with ``recipe``; memoised when ``train_data`` and ``eval_at``
+    are the defaults.
 
     Parameters
     ----------
-    recipe : the settings.  seed : draws the adapter's A and (by default) the training batches.
-    data_fn : ``data_fn(i) -> (idx, targets)`` for micro-batch ``i`` (default: the held-out task's stream).
+    recipe : the settings; its ``seed`` draws the adapter's A and (by default) the training batches.
+    train_data : ``train_data(i) -> (idx, targets)`` for micro-batch ``i`` (default: the held-out task's stream).
     eval_at : also score the held-out loss after these steps (``curve``); each must be in 1 … ``steps``.
     """
-    eval_at = tuple(sorted({int(s) for s in eval_at}))
-    if eval_at and not 1 <= eval_at[0] <= eval_at[-1] <= recipe.steps:
+    if not isinstance(recipe, Recipe):
+        raise TypeError(f"recipe must be a minilora.experiments.recipe.Recipe, got {type(recipe).__name__}")
+    eval_at = tuple(sorted(set(eval_at)))
+    if eval_at and not all(isinstance(s, (int, np.integer)) and 1 <= s <= recipe.steps for s in eval_at):
         raise ValueError(f"eval_at must lie in 1 … {recipe.steps}, got {eval_at}")
-    if data_fn is None and not eval_at:
-        return _run_default(recipe, seed)
-    return _run(recipe, seed, data_fn, eval_at)
+    if train_data is None and not eval_at:
+        return _run_default(recipe)
+    return _run(recipe, train_data, eval_at)
 
 
-def _run(recipe: Recipe, seed: int, data_fn, eval_at: tuple[int, ...]) -> RunResult:
-    model = lora_model(seed, recipe.r, recipe.lora_alpha)
-    ev = eval_batch()
-    stream = data_fn if data_fn is not None else data.heldout_train_data(recipe.batch_size, seed)
-    every = math.gcd(*eval_at, recipe.steps) if eval_at else 0  # train() evaluates at multiples of this ...
-    curve: dict[int, float] = {}
-    calls = iter(range(every, recipe.steps + 1, every or 1))
+def _run(recipe: Recipe, train_data, eval_at: tuple[int, ...]) -> RunResult:
+    import minilora
 
-    def score(m) -> dict[str, float]:  # ... and the loss is computed only at the steps asked for
-        step = next(calls)
-        if step in eval_at:
-            curve[step] = evaluate(m, ev)
-        return {}
-
-    with np.errstate(over="ignore", invalid="ignore"):  # a learning rate too large may diverge: loss inf/NaN
-        hist = train(model, stream, make_optimizer(model, recipe), make_schedule(recipe), steps=recipe.steps,
-                     grad_accum=recipe.grad_accum, eval_every=every, eval_fn=score if every else None,
-                     progress=False)
-        loss = curve[recipe.steps] if recipe.steps in curve else evaluate(model, ev)
-        acc = data.accuracy(model, *ev)["exact_match"]
-    return RunResult(float(loss) if np.isfinite(loss) else math.inf, float(acc), hist, curve)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # a too-large lr may diverge: inf/NaN
+        _, hist, report = finetune(minilora.load_base_model(), LORA, recipe, train_data=train_data, eval_at=eval_at)
+    curve = {s: loss for s, loss in zip(hist.eval_step, hist.eval_loss) if s in eval_at}
+    loss = report["loss_after"]
+    return RunResult(float(loss) if np.isfinite(loss) else math.inf, float(report["exact_match_after"]), hist, curve,
+                     report)
 
 
 @functools.cache
-def _run_default(recipe: Recipe, seed: int) -> RunResult:
-    return _run(recipe, seed, None, ())
+def _run_default(recipe: Recipe) -> RunResult:
+    return _run(recipe, None, ())
 
 
 # ------------------------------------------------------------------ the runs over seeds
 def losses(recipe: Recipe, seeds: Sequence[int] = SEEDS) -> Summary:
     """Held-out loss of ``recipe`` over ``seeds``."""
-    return Summary(tuple(run(recipe, s).loss for s in seeds))
+    return Summary(tuple(run(recipe.replace(seed=s)).loss for s in seeds))
 
 
 def exact_matches(recipe: Recipe, seeds: Sequence[int] = SEEDS) -> Summary:
     """Held-out exact match of ``recipe`` over ``seeds``."""
-    return Summary(tuple(run(recipe, s).exact_match for s in seeds))
+    return Summary(tuple(run(recipe.replace(seed=s)).exact_match for s in seeds))
 
 
 # ------------------------------------------------------------------ learning rates and schedules
@@ -241,7 +185,7 @@ def tune_lr(recipe: Recipe, lrs: Sequence[float], seed: int = SEEDS[0], extend: 
     lrs = sorted(float(x) for x in lrs)
     if len(lrs) < 2:
         raise ValueError(f"lrs needs at least 2 learning rates, got {lrs}")
-    sweep = {lr: run(recipe.but(lr=lr), seed).loss for lr in lrs}
+    sweep = {lr: run(recipe.replace(lr=lr, seed=seed)).loss for lr in lrs}
     factor = math.sqrt(10)
     for _ in range(extend):
         best = min(sweep, key=sweep.get)
@@ -252,7 +196,7 @@ def tune_lr(recipe: Recipe, lrs: Sequence[float], seed: int = SEEDS[0], extend: 
             new = float(f"{ordered[-1] * factor:.2g}")
         else:
             break
-        sweep[new] = run(recipe.but(lr=new), seed).loss
+        sweep[new] = run(recipe.replace(lr=new, seed=seed)).loss
     sweep = dict(sorted(sweep.items()))
     best = min(sweep, key=sweep.get)
     return Tuned(recipe, sweep, best, best in (min(sweep), max(sweep)))
@@ -269,12 +213,12 @@ def schedule_study(optimizers: Sequence[str] = OPTIMIZERS, seeds: Sequence[int] 
     grids = {**LR_GRID, **(grids or {})}
     out = {}
     for name in optimizers:
-        rec = base.but(optimizer=name, weight_decay=0.1 if name == "adamw" else 0.0)
+        rec = blog_optimizer(base, name)
         res: dict = {"loss": {}, "exact_match": {}}
         for sched in ("constant", "cosine"):
-            tuned = tune_lr(rec.but(schedule=sched), grids[name], seed=seeds[0])
+            tuned = tune_lr(rec.replace(schedule=sched), grids[name], seed=seeds[0])
             res[sched] = tuned
-            final = tuned.recipe.but(lr=tuned.best_lr)
+            final = tuned.recipe.replace(lr=tuned.best_lr)
             res["loss"][sched] = losses(final, seeds)
             res["exact_match"][sched] = exact_matches(final, seeds)
         res["effect"] = paired_effect(res["loss"]["constant"], res["loss"]["cosine"])
@@ -326,12 +270,12 @@ def recipe_ablations(tuned_lr: float, seeds: Sequence[int] = SEEDS) -> list[tupl
 
     Returns ``[(label, recipe, held-out loss Summary)]``; the second row is the reference of the others.
     """
-    at_lr = BLOG_ADAMW.but(lr=tuned_lr)
+    at_lr = BLOG_ADAMW.replace(lr=tuned_lr)
     rows = [("the blog's recipe: AdamW lr 3e-4, warmup 100, wd 0.1, cosine", BLOG_ADAMW),
             (f"… at the tuned lr {tuned_lr:g}", at_lr),
-            ("… and warmup 10 instead of 100", at_lr.but(warmup=10)),
-            ("… and weight decay 0 instead of 0.1", at_lr.but(weight_decay=0.0)),
-            ("… and a constant lr instead of cosine", at_lr.but(schedule="constant"))]
+            ("… and warmup 10 instead of 100", at_lr.replace(warmup_steps=10)),
+            ("… and weight decay 0 instead of 0.1", at_lr.replace(weight_decay=0.0)),
+            ("… and a constant lr instead of cosine", at_lr.replace(schedule="constant"))]
     return [(label, rec, losses(rec, seeds)) for label, rec in rows]
 
 
@@ -341,7 +285,7 @@ def ablation_verdicts(rows: list[tuple[str, Recipe, Summary]]) -> list[Verdict]:
     (_, _, blog), (_, tuned, ref) = rows[0], rows[1]
     out = [Verdict("the recipe's lr 3e-4 (warmup 100, wd 0.1, cosine) suits this budget",
                    f"lr 3e-4: {blog} vs lr {tuned.lr:g}: {ref}", none_of(helps(paired_effect(blog, ref))))]
-    names = {"warmup": "warmup 100 beats warmup 10", "weight_decay": "weight decay 0.1 beats 0",
+    names = {"warmup_steps": "warmup 100 beats warmup 10", "weight_decay": "weight decay 0.1 beats 0",
              "schedule": "cosine beats a constant lr"}
     for _, rec, summary in rows[2:]:
         changed = next(k for k in names if getattr(rec, k) != getattr(tuned, k))
@@ -376,7 +320,7 @@ def repetition_study(n_examples: int = 512, epochs: Sequence[int] = (1, 2, 4, 8)
     E epochs of one run are an E-epoch run. Returns ``{"repeated": {E: Summary}, "fresh": {E: Summary},
     "steps_per_epoch": int, "histories": {kind: [History per seed]}}``.
     """
-    recipe = recipe or BASE.but(lr=0.01, schedule="constant")
+    recipe = recipe or BASE.replace(lr=0.01, schedule="constant")
     if recipe.schedule != "constant":
         raise ValueError("repetition_study needs a constant schedule (an E-epoch run is then a prefix)")
     epochs = sorted(int(e) for e in epochs)
@@ -384,9 +328,9 @@ def repetition_study(n_examples: int = 512, epochs: Sequence[int] = (1, 2, 4, 8)
     per = {"repeated": [], "fresh": []}
     for seed in seeds:
         stream, per_epoch = epoch_stream(n_examples, recipe.batch_size, seed)
-        rec = recipe.but(steps=per_epoch * epochs[-1])
-        for kind, fn in (("repeated", stream), ("fresh", data.heldout_train_data(recipe.batch_size, seed))):
-            result = run(rec, seed, data_fn=fn, eval_at=[e * per_epoch for e in epochs])
+        rec = recipe.replace(steps=per_epoch * epochs[-1], seed=seed)
+        for kind, fn in (("repeated", stream), ("fresh", None)):  # None: the recipe's stream of fresh examples
+            result = run(rec, train_data=fn, eval_at=[e * per_epoch for e in epochs])
             out["histories"][kind].append(result.history)
             per[kind].append([result.curve[e * per_epoch] for e in epochs])
     out["steps_per_epoch"] = per_epoch

@@ -41,10 +41,69 @@ def test_every_method_has_a_default_learning_rate():
     ("grad_accum", 0, "grad_accum must be an integer >= 1"),
     ("seed", True, "seed must be an integer"),
     ("eval_every", -5, "eval_every must be an integer >= 0"),
+    ("momentum", -0.1, "momentum must be a finite number >= 0"),
+    ("momentum", float("inf"), "momentum must be a finite number"),
 ])
 def test_recipe_refuses_bad_values_by_name(field, value, match):
     with pytest.raises(ValueError, match=match):
         Recipe(**{field: value})
+
+
+@pytest.mark.parametrize("momentum", [1.0, 1.5])
+def test_momentum_must_be_below_one(momentum):
+    with pytest.raises(ValueError, match=r"momentum must be in \[0, 1\), got"):
+        Recipe(optimizer="sgd", momentum=momentum)
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "adam"])
+def test_momentum_is_sgds_only(optimizer):
+    with pytest.raises(ValueError, match=f"momentum is SGD's .*momentum=0.9 with optimizer='{optimizer}'"):
+        Recipe(optimizer=optimizer, momentum=0.9)
+    with pytest.raises(ValueError, match="momentum is SGD's"):  # replace checks it again
+        Recipe(optimizer="sgd", momentum=0.9).replace(optimizer=optimizer)
+
+
+def test_sgd_gets_the_recipes_momentum():
+    model = minilora.load_base_model()
+    plain = Recipe(optimizer="sgd", lr=0.1).make_optimizer(model, "full")
+    heavy = Recipe(optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=0.01).make_optimizer(model, "full")
+    assert (type(plain), plain.momentum) == (SGD, 0.0)
+    assert (type(heavy), heavy.lr, heavy.momentum, heavy.weight_decay) == (SGD, 0.1, 0.9, 0.01)
+    assert Recipe(optimizer="sgd", momentum=0.9).describe("lora").startswith(
+        "150 steps of SGD (momentum 0.9, weight decay 0)")
+    assert "momentum" not in Recipe(optimizer="sgd").describe("lora")
+
+
+def test_sgd_momentum_changes_the_run():
+    """The momentum reaches the update: two steps of SGD with momentum differ from plain SGD from step 2 on."""
+    recipe = Recipe(steps=2, batch_size=4, lr=0.05, optimizer="sgd")
+    runs = [finetune(minilora.load_base_model(), LoraConfig(r=2), recipe.replace(momentum=m))[0] for m in (0, 0.9)]
+    names = [n for n in runs[0].trainable_names() if n.endswith("lora_B.weight")]
+    assert names and any(not np.array_equal(runs[0].params[n], runs[1].params[n]) for n in names)
+
+
+def test_finetune_takes_a_train_data_stream_and_eval_at():
+    fixed = minilora.data.heldout_train_data(4, seed=7)
+    calls = []
+
+    def stream(i):
+        calls.append(i)
+        return fixed(i % 2)  # two batches, over and over
+
+    recipe = Recipe(steps=5, batch_size=4, lr=0.01, eval_every=4)
+    _, hist, rep = finetune(minilora.load_base_model(), LoraConfig(r=2), recipe, train_data=stream, eval_at=[1, 3])
+    assert set(calls) == {0, 1, 2, 3, 4}  # micro-batch i of the stream at step i
+    assert hist.eval_step == [1, 3, 4, 5] and len(hist.eval_loss) == len(hist.eval_metrics) == 4
+    assert rep["loss_after"] == hist.eval_loss[-1]
+    default = finetune(minilora.load_base_model(), LoraConfig(r=2), recipe.replace(seed=7))[1]
+    same = finetune(minilora.load_base_model(), LoraConfig(r=2), recipe.replace(seed=7), train_data=fixed)[1]
+    assert same.loss == default.loss and default.loss != hist.loss  # the default stream is the recipe's
+    with pytest.raises(ValueError, match="train_data\\(0\\) has 4 sequences, recipe.batch_size is 8"):
+        finetune(minilora.load_base_model(), LoraConfig(r=2), recipe.replace(batch_size=8), train_data=fixed)
+    with pytest.raises(TypeError, match="train_data must be a callable"):
+        finetune(minilora.load_base_model(), LoraConfig(r=2), recipe, train_data=[fixed(0)])
+    with pytest.raises(ValueError, match="eval_at must lie in 1 … steps=5"):
+        finetune(minilora.load_base_model(), LoraConfig(r=2), recipe, eval_at=[6])
 
 
 def test_replace_checks_again_and_names_unknown_fields():

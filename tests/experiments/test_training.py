@@ -6,22 +6,35 @@ import numpy as np
 import pytest
 
 from minilora import data
+from minilora.experiments import recipe as R
 from minilora.experiments import training as T
 from minilora.experiments.verdicts import INCONCLUSIVE, NOT_SUPPORTED, SUPPORTED, Summary
 
-TINY = T.BASE.but(steps=4, warmup=1)  # a few steps: the machinery, not the science
+TINY = T.BASE.replace(steps=4, warmup_steps=1)  # a few steps: the machinery, not the science
 
 
 def test_blog_recipes_are_the_blogs_numbers():
-    assert (T.BLOG_ADAMW.optimizer, T.BLOG_ADAMW.lr, T.BLOG_ADAMW.warmup, T.BLOG_ADAMW.weight_decay,
+    assert T.Recipe is R.Recipe and all(type(r) is R.Recipe for r in (T.BLOG_ADAMW, T.BLOG_SGD, T.BASE))
+    assert (T.BLOG_ADAMW.optimizer, T.BLOG_ADAMW.lr, T.BLOG_ADAMW.warmup_steps, T.BLOG_ADAMW.weight_decay,
             T.BLOG_ADAMW.schedule) == ("adamw", 3e-4, 100, 0.1, "cosine")
     assert (T.BLOG_SGD.optimizer, T.BLOG_SGD.lr, T.BLOG_SGD.momentum) == ("sgd", 0.1, 0.9)
     assert 3e-4 in T.LR_GRID["adamw"] and 3e-4 in T.LR_GRID["adam"] and 0.1 in T.LR_GRID["sgd"]
+    assert (T.LORA.r, T.LORA.lora_alpha, tuple(T.LORA.target_modules)) == (8, 16, ("q_proj", "v_proj"))
+
+
+def test_blog_optimizer_sets_the_blogs_settings():
+    assert T.blog_optimizer(T.BASE, "sgd") == T.BASE.replace(optimizer="sgd", momentum=0.9, weight_decay=0.0)
+    assert T.blog_optimizer(T.BLOG_SGD, "adam") == T.BLOG_SGD.replace(optimizer="adam", momentum=0.0)
+    assert T.blog_optimizer(T.BLOG_SGD, "adamw") == T.BLOG_SGD.replace(optimizer="adamw", momentum=0.0,
+                                                                       weight_decay=0.1)
+    with pytest.raises(ValueError, match="optimizer must be one of"):
+        T.blog_optimizer(T.BASE, "lion")
 
 
 @pytest.mark.parametrize("kw,match", [(dict(optimizer="rmsprop"), "optimizer must be one of"),
-                                      (dict(schedule="step"), "schedule must be"), (dict(steps=0), "steps"),
-                                      (dict(warmup=-1), "warmup"), (dict(lr=float("nan")), "lr must be")])
+                                      (dict(schedule="step"), "schedule must be"), (dict(steps=-1), "steps"),
+                                      (dict(warmup_steps=-1), "warmup"), (dict(lr=float("nan")), "lr must be"),
+                                      (dict(momentum=0.9), "momentum is SGD's")])
 def test_recipe_refuses_bad_settings(kw, match):
     with pytest.raises(ValueError, match=match):
         T.Recipe(**kw)
@@ -29,36 +42,48 @@ def test_recipe_refuses_bad_settings(kw, match):
 
 def test_make_optimizer_and_schedule_follow_the_recipe():
     model = T.lora_model(0)
-    sgd = T.make_optimizer(model, T.BLOG_SGD)
+    sgd = T.BLOG_SGD.make_optimizer(model, "lora")
     assert type(sgd).__name__ == "SGD" and sgd.momentum == 0.9 and sgd.lr == 0.1
-    adamw = T.make_optimizer(model, T.BLOG_ADAMW)
-    assert type(adamw).__name__ == "AdamW" and adamw.weight_decay == 0.1
-    cos = T.make_schedule(T.BLOG_ADAMW.but(steps=200))
+    adamw = T.BLOG_ADAMW.make_optimizer(model, "lora")
+    assert type(adamw).__name__ == "AdamW" and adamw.weight_decay == 0.1 and adamw.lr == 3e-4
+    cos = T.BLOG_ADAMW.replace(steps=200).make_schedule("lora")
     assert cos(100) == pytest.approx(3e-4) and cos(0) == 0.0 and cos(150) == pytest.approx(1.5e-4)
-    const = T.make_schedule(T.BLOG_ADAMW.but(schedule="constant", steps=50))  # warmup capped at the 50 steps
-    assert const(25) == pytest.approx(1.5e-4)
+    const = T.BLOG_ADAMW.replace(schedule="constant").make_schedule("lora")
+    assert const(50) == pytest.approx(1.5e-4) and const(120) == pytest.approx(3e-4)
+    with pytest.raises(ValueError, match="warmup_steps must be <= steps=50"):  # no silent cap of the warmup
+        T.BLOG_ADAMW.replace(schedule="constant", steps=50)
 
 
 def test_run_is_deterministic_and_memoised():
-    a = T.run(TINY, seed=0)
-    assert T.run(TINY, seed=0) is a  # memoised: the same object
-    fresh = T._run(TINY, 0, None, ())
+    a = T.run(TINY.replace(seed=0))
+    assert T.run(TINY.replace(seed=0)) is a  # memoised: the same object
+    fresh = T._run(TINY, None, ())
     assert fresh.loss == a.loss and fresh.exact_match == a.exact_match
-    assert T.run(TINY, seed=1).loss != a.loss  # the seed draws A and the batches
+    assert T.run(TINY.replace(seed=1)).loss != a.loss  # the seed draws A and the batches
     assert len(a.history.step) == TINY.steps and 0 < a.loss < 20 and 0 <= a.exact_match <= 1
+    with pytest.raises(TypeError, match="recipe must be a minilora.experiments.recipe.Recipe"):
+        T.run({"steps": 4})
 
 
-def test_a_diverged_run_reports_inf(monkeypatch):
-    from minilora.train import History
+def test_a_run_is_finetune_with_the_chapters_lora():
+    """No private training loop: the run is recipe.finetune's, step for step."""
+    import minilora
 
-    monkeypatch.setattr(T, "train", lambda *a, **k: History())
-    monkeypatch.setattr(T, "evaluate", lambda *a, **k: float("nan"))
-    assert T._run(TINY, 0, None, ()).loss == math.inf  # so that the sweep ranks it last
+    res = T.run(TINY.replace(seed=2))
+    _, hist, rep = R.finetune(minilora.load_base_model(), T.LORA, TINY.replace(seed=2))
+    assert res.history.loss == hist.loss and res.history.lr == hist.lr
+    assert res.loss == rep["loss_after"] and res.exact_match == rep["exact_match_after"]
+    assert res.report["trainable"] == T.lora_model(0).num_params(trainable_only=True) == 4096
+
+
+def test_a_diverged_run_reports_inf():
+    diverged = T._run(TINY.replace(optimizer="sgd", lr=1e6, warmup_steps=0), None, ())
+    assert diverged.loss == math.inf  # so that the sweep ranks it last
 
 
 def test_tune_lr_extends_the_grid_while_the_best_is_at_an_end(monkeypatch):
     # a bowl in log(lr) with its bottom at 0.05, beyond the grid's top
-    fake = lambda recipe, seed: T.RunResult((math.log10(recipe.lr) - math.log10(0.05)) ** 2, 0.0, None)
+    fake = lambda recipe: T.RunResult((math.log10(recipe.lr) - math.log10(0.05)) ** 2, 0.0, None)
     monkeypatch.setattr(T, "run", fake)
     tuned = T.tune_lr(TINY, (1e-3, 3e-3, 1e-2))
     assert list(tuned.sweep) == [1e-3, 3e-3, 1e-2, 0.032, 0.1] and tuned.best_lr == 0.032 and not tuned.at_edge
@@ -114,10 +139,10 @@ def test_epoch_stream_passes_over_every_example_once_per_epoch():
 
 
 def test_an_E_epoch_run_is_the_prefix_of_a_longer_constant_run():
-    rec = TINY.but(schedule="constant")
+    rec = TINY.replace(schedule="constant")
     stream, per_epoch = T.epoch_stream(32, 16, seed=0)
-    long = T.run(rec.but(steps=3 * per_epoch), 0, data_fn=stream, eval_at=[per_epoch, 3 * per_epoch])
-    short = T.run(rec.but(steps=per_epoch), 0, data_fn=stream)
+    long = T.run(rec.replace(steps=3 * per_epoch), train_data=stream, eval_at=[per_epoch, 3 * per_epoch])
+    short = T.run(rec.replace(steps=per_epoch), train_data=stream)
     assert set(long.curve) == {per_epoch, 3 * per_epoch} and long.loss == long.curve[3 * per_epoch]
     assert long.curve[per_epoch] == short.loss  # bit for bit: the repetition study's shortcut is exact
 
@@ -128,7 +153,7 @@ def test_eval_at_must_lie_in_the_run():
 
 
 def test_repetition_study_and_verdicts():
-    study = T.repetition_study(n_examples=32, epochs=(1, 2), seeds=(0, 1), recipe=TINY.but(schedule="constant"))
+    study = T.repetition_study(n_examples=32, epochs=(1, 2), seeds=(0, 1), recipe=TINY.replace(schedule="constant"))
     assert study["steps_per_epoch"] == 2 and set(study["repeated"]) == set(study["fresh"]) == {1, 2}
     assert len(study["histories"]["repeated"]) == 2
     rows = T.repetition_verdicts(study, 32)
@@ -150,7 +175,7 @@ def test_repetition_verdicts_on_synthetic_losses():
 def test_recipe_ablations_change_one_setting_at_a_time(monkeypatch):
     monkeypatch.setattr(T, "losses", lambda recipe, seeds: Summary((recipe.lr, recipe.lr * 1.1, recipe.lr * 0.9)))
     rows = T.recipe_ablations(0.01)
-    assert rows[0][1] == T.BLOG_ADAMW and rows[1][1] == T.BLOG_ADAMW.but(lr=0.01)
-    assert [r.but(lr=0.01) != rows[1][1] for _, r, _ in rows[2:]] == [True, True, True]
+    assert rows[0][1] == T.BLOG_ADAMW and rows[1][1] == T.BLOG_ADAMW.replace(lr=0.01)
+    assert [r.replace(lr=0.01) != rows[1][1] for _, r, _ in rows[2:]] == [True, True, True]
     verdicts = T.ablation_verdicts(rows)
     assert verdicts[0].claim.startswith("the recipe's lr 3e-4") and len(verdicts) == 4
