@@ -84,7 +84,7 @@ def test_manifest_says_what_determines_the_bytes():
         assert ("rendered_with" in entry) == spec.trained, f  # the BLAS kernel and threads that made it
         assert entry["sha256"] == hashlib.sha256((ROOT / "figures" / f).read_bytes()).hexdigest(), (
             f"figures/{f} does not match its manifest entry: run python -m minilora figures")
-    assert {name for name, s in SPECS.items() if s.trained} == {"lora_init", "lora_rank"}
+    assert {name for name, s in SPECS.items() if s.trained} == {"lora_init", "lora_rank", "peft_methods"}
 
 
 @pytest.mark.parametrize("spec,file", FILES, ids=[f for _, f in FILES])

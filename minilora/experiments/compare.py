@@ -27,6 +27,7 @@ from __future__ import annotations
 import copy
 import tempfile
 import time
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -224,11 +225,57 @@ def table(rows: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+def _openblas_threads():
+    """``(get, set)`` of the OpenBLAS that NumPy's wheel bundles (ctypes functions), or ``(None, None)``."""
+    import ctypes
+    import glob
+
+    libdir = Path(np.__file__).parent.parent / "numpy.libs"
+    for lib in sorted(glob.glob(str(libdir / "*openblas*"))):
+        try:
+            handle = ctypes.CDLL(lib)
+        except OSError:
+            continue
+        for prefix, suffix in (("scipy_openblas", "64_"), ("openblas", "64_"), ("openblas", "")):
+            get = getattr(handle, f"{prefix}_get_num_threads{suffix}", None)
+            set_ = getattr(handle, f"{prefix}_set_num_threads{suffix}", None)
+            if get is not None and set_ is not None:
+                return get, set_
+    return None, None
+
+
+@contextmanager
+def one_blas_thread():
+    """Run the block with NumPy's OpenBLAS on one thread (restored after; a no-op where it cannot be set).
+
+    Float32 round-off depends on how a matrix product is split over threads, and a few of the comparison's
+    runs (QLoRA's, with its bf16 compute) amplify it over 100 steps into a different exact match. On one thread
+    the chapter's numbers, and ``figures/peft_methods.png`` (which ``python -m minilora figures`` also draws on
+    one thread), do not depend on the machine's core count.
+    """
+    get, set_ = _openblas_threads()
+    if get is None:
+        yield
+        return
+    before = int(get())
+    set_(1)
+    try:
+        yield
+    finally:
+        set_(before)
+
+
 @lru_cache(maxsize=1)
 def comparison(timing: bool = True) -> dict[str, dict[str, dict]]:
     """The chapter's run, computed once per process (treat it as read-only): ``{"defaults":
     compare(default_configs()), "budget": compare(budget_configs())}``; a budget configuration equal to a
-    default one reuses its row, and the budget rows are not timed again."""
+    default one reuses its row, and the budget rows are not timed again. It runs on one BLAS thread
+    (:func:`one_blas_thread`), so its numbers do not depend on the machine's core count."""
+    with one_blas_thread():
+        return _comparison(timing)
+
+
+def _comparison(timing: bool) -> dict[str, dict[str, dict]]:
     defaults = default_configs()
     rows = compare(defaults, timing=timing)
     budget = {}
@@ -240,5 +287,5 @@ def comparison(timing: bool = True) -> dict[str, dict[str, dict]]:
 
 __all__ = ["BUDGET", "BUDGET_KNOBS", "CHAPTER_RECIPE", "LOSS_THRESHOLD", "LR_GRID", "SEEDS", "SMOOTHING",
            "budget_configs", "compare", "comparison", "default_configs", "lr_sweep", "measure_memory",
-           "saved_bytes",
-           "spread", "step_time_ratios", "steps_to_threshold", "table", "threshold_summary"]
+           "one_blas_thread", "saved_bytes", "spread", "step_time_ratios", "steps_to_threshold", "table",
+           "threshold_summary"]

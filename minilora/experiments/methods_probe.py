@@ -45,14 +45,13 @@ def _layer0_inputs(model: PromptLearningModel, idx: np.ndarray):
     base, p = model.base_model, model.num_virtual_tokens
     block, (B, T) = base.blocks[0], idx.shape
     attn = block.attn
-    pos = model.position_ids(T)
     if isinstance(model, PrefixTuningModel):
         pk, pv = prefix_to_past_key_values(model.get_prompt(), B, base.config.n_layer, attn.n_head)[0]
-        h = block.ln_1.forward(base.wte.forward(idx) + base.wpe.forward(np.arange(p, p + T) if pos is None else pos))
+        h = block.ln_1.forward(base.wte.forward(idx) + base.wpe.forward(np.arange(p, p + T)))
         return h, pk, pv, attn.forward(h, (pk, pv))
     prompt = model.get_prompt()
     x = np.concatenate([np.broadcast_to(prompt, (B, p, prompt.shape[1])), base.wte.forward(idx)], axis=1)
-    hj = block.ln_1.forward(x + base.wpe.forward(np.arange(p + T) if pos is None else pos))
+    hj = block.ln_1.forward(x + base.wpe.forward(np.arange(p + T)))
     pk = F.split_heads(attn.k_proj.forward(hj[:, :p]), attn.n_head)  # what the frozen layer makes of the prompt
     pv = F.split_heads(attn.v_proj.forward(hj[:, :p]), attn.n_head)
     return hj[:, p:], pk, pv, attn.forward(hj)[:, p:]
@@ -94,8 +93,8 @@ def prompt_as_prefix(model: PromptLearningModel) -> PrefixTuningModel:
     input: the prefix model gives the prompt model's logits. Prefix tuning (p-tuning v2) trains these
     ``n_layer · 2`` matrices freely instead of through one matrix at the input.
     """
-    if isinstance(model, PrefixTuningModel) or model.position_ids(1) is not None:
-        raise ValueError("prompt_as_prefix needs a prompt-tuning or p-tuning model with PEFT's positions")
+    if isinstance(model, PrefixTuningModel) or not isinstance(model, PromptLearningModel):
+        raise ValueError(f"prompt_as_prefix needs a prompt-tuning or p-tuning model, got {type(model).__name__}")
     base, p = model.base_model, model.num_virtual_tokens
     was_training = model.training
     model.eval()

@@ -55,8 +55,9 @@ def peft_methods() -> Figure:
         smooth = _running_mean(curves, C.SMOOTHING)
         ax_loss.plot(np.arange(C.SMOOTHING, len(curves) + 1), smooth, color=COLORS[r["method"]], label=label)
     ax_loss.axhline(C.LOSS_THRESHOLD, color="0.5", lw=0.8, ls="--")
-    ax_loss.annotate(f"threshold {C.LOSS_THRESHOLD:g}", (C.CHAPTER_RECIPE.steps, C.LOSS_THRESHOLD), xytext=(0, 3),
-                     textcoords="offset points", fontsize=8, color="0.4", ha="right")
+    # labelled outside the axes, at the right end of the line, where no curve can run through the label
+    ax_loss.annotate(f"threshold\n{C.LOSS_THRESHOLD:g}", (1, C.LOSS_THRESHOLD), xycoords=ax_loss.get_yaxis_transform(),
+                     xytext=(4, 0), textcoords="offset points", fontsize=8, color="0.4", ha="left", va="center")
     ax_loss.set_yscale("log")
     ax_loss.set(xlabel="step", ylabel=f"training loss (running mean of {C.SMOOTHING}, mean of {len(C.SEEDS)} seeds)",
                 title="training curves (defaults)")
@@ -71,7 +72,8 @@ def peft_methods() -> Figure:
         bottom += values
     ax_mem.set_xticks(pos, labels, fontsize=9)
     ax_mem.set(ylabel="MiB after one training step (measured arrays)",
-               title=f"training memory, batch {C.CHAPTER_RECIPE.batch_size}")
+               title=f"training memory, batch {C.CHAPTER_RECIPE.batch_size}",
+               ylim=(0, 1.3 * bottom.max()))  # room above the bars for the legend
     ax_mem.legend(fontsize=8, ncol=2)
 
     disk = np.array([rows[k]["bytes"] for k in labels])

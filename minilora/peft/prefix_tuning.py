@@ -162,7 +162,7 @@ class PrefixTuningModel(PromptLearningModel):
         idx, targets = self._check_batch(idx, targets)
         c = self.config
         past = prefix_to_past_key_values(self.get_prompt(), idx.shape[0], c.n_layer, c.n_head)
-        return self.base_model.forward(idx, targets, past_key_values=past, position_ids=self.position_ids(idx.shape[1]))
+        return self.base_model.forward(idx, targets, past_key_values=past)  # the GPT's default after a prefix
 
     def backward(self, dloss: float = 1.0) -> None:
         """Backpropagate into the prefix encoder: ``d prefix = Σ_batch dK, dV`` of every layer."""

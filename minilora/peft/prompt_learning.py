@@ -137,14 +137,6 @@ class PromptLearningModel(Module):
         """The wrapped GPT (PEFT's ``get_base_model``)."""
         return self.base_model
 
-    def position_ids(self, seq_len: int) -> np.ndarray | None:
-        """The positions given to the GPT; None = PEFT's (virtual tokens 0 .. p-1, real tokens p .. p+T-1).
-
-        A hook for experiments that move the positions (minilora.experiments.methods.keep_positions); the
-        methods themselves never override it.
-        """
-        return None
-
     def get_prompt(self) -> np.ndarray:
         """The encoder's output for the virtual tokens, (p, D): the prompt every sequence gets."""
         return self.prompt_encoder.forward(backend.xp().arange(self.num_virtual_tokens))
@@ -185,8 +177,7 @@ class PromptLearningModel(Module):
         x = xp.concatenate([xp.broadcast_to(prompt, (B, p, prompt.shape[1])), tokens], axis=1)  # (B, p + T, C)
         if targets is not None:
             targets = xp.concatenate([xp.full((B, p), F.IGNORE_INDEX, dtype=targets.dtype), targets], axis=1)
-        logits, loss = self.base_model.forward(inputs_embeds=x, targets=targets,
-                                               position_ids=self.position_ids(idx.shape[1]))  # PEFT: 0 .. p + T - 1
+        logits, loss = self.base_model.forward(inputs_embeds=x, targets=targets)  # positions 0 .. p + T - 1 (PEFT)
         return logits[:, p:], loss
 
     def backward(self, dloss: float = 1.0) -> None:

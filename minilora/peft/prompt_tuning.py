@@ -20,7 +20,8 @@ Initialization (``prompt_tuning_init``, PEFT's ``PromptTuningInit``):
 
 The text is either token ids (a sequence of ints) or a string, which the ``tokenizer`` given to :func:`apply`
 turns into ids (any callable ``str -> list[int]``, or an object with ``.encode``; for the toy vocabulary of
-:mod:`minilora.data`, :func:`minilora.experiments.methods.toy_tokenizer`).
+:mod:`minilora.data`, :func:`minilora.experiments.methods.toy_tokenizer`). ``get_peft_model(model, config)``, and so
+every fine-tuning run (``minilora.experiments.recipe.finetune``), takes no tokenizer: give it the text as token ids.
 
 Departures from PEFT: PEFT reads a Hugging Face tokenizer by ``tokenizer_name_or_path``; minilora takes the
 tokenizer object (or ids) and keeps ``tokenizer_name_or_path`` only as the record written to

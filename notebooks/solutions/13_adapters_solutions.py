@@ -9,10 +9,9 @@ import numpy as np
 import minilora
 from minilora import data
 from minilora.experiments import methods as M
+from minilora.experiments import recipe as R
 from minilora.nn.modules import Block
 from minilora.peft import DoubleSeqBnConfig, SeqBnConfig, adapters
-
-SEEDS = (0, 1, 2)
 
 # %% [markdown]
 # ## 1. The reduction factor
@@ -20,7 +19,7 @@ SEEDS = (0, 1, 2)
 # m = 64 // reduction_factor: 16, 4 and 1 hidden units per adapter.
 
 # %%
-sweep = {rf: M.seed_runs(DoubleSeqBnConfig(reduction_factor=rf), seeds=SEEDS) for rf in (4, 16, 64)}
+sweep = {rf: M.seed_runs(DoubleSeqBnConfig(reduction_factor=rf)) for rf in (4, 16, 64)}
 for rf, r in sweep.items():
     m = 64 // rf
     assert r.trainable == 2 * 2 * (2 * m * 64 + 64 + m)  # two adapters in each of two blocks
@@ -33,8 +32,8 @@ print(f"the exact match at reduction 4 is {M.compared(sweep[4], sweep[16])} that
 # ## 2. Houlsby and Pfeiffer at a matched budget
 
 # %%
-houlsby = M.seed_runs(DoubleSeqBnConfig(reduction_factor=16), seeds=SEEDS)
-pfeiffer = M.seed_runs(SeqBnConfig(reduction_factor=8), seeds=SEEDS)
+houlsby = M.seed_runs(DoubleSeqBnConfig(reduction_factor=16))
+pfeiffer = M.seed_runs(SeqBnConfig(reduction_factor=8))
 assert (houlsby.trainable, pfeiffer.trainable) == (2320, 2192)
 print(f"Houlsby, two adapters per block, m = 4 ({houlsby.trainable:,d}): exact match {houlsby.summary()}")
 print(f"Pfeiffer, one adapter per block, m = 8 ({pfeiffer.trainable:,d}): exact match {pfeiffer.summary()}")
@@ -48,7 +47,7 @@ base = minilora.load_base_model()
 before = base.state_dict()
 eval_idx, _ = data.heldout_eval_batch(64)
 base_logits, _ = minilora.load_base_model().forward(eval_idx)
-model, _, report = M.finetune(DoubleSeqBnConfig(), base=base, steps=50)
+model, _, report = R.finetune(base, DoubleSeqBnConfig(), M.RECIPE.replace(steps=50))
 assert all(np.array_equal(model.params[k], v) for k, v in before.items())  # no base weight moved
 assert not np.array_equal(model.forward(eval_idx)[0], base_logits)  # the adapters changed the model
 adapters.unload_adapters(model)

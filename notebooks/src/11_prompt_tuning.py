@@ -29,6 +29,7 @@ from minilora import data
 from minilora.experiments import methods as M
 from minilora.experiments import methods_plots as plots
 from minilora.experiments import methods_probe as probe
+from minilora.experiments import recipe as R
 from minilora.nn.gradcheck import gradcheck
 from minilora.peft import (
     LoraConfig,
@@ -48,7 +49,7 @@ plt.show()
 
 # %% [markdown]
 # The positions printed under the boxes are PEFT's: the joint sequence is numbered from 0, so the virtual tokens
-# take positions 0 .. p−1 and the real tokens p .. p+T−1. We come back to what that does to this base model.
+# take positions 0 .. p−1 and the real tokens p .. p+T−1. We measure below what that does to this base model.
 #
 # ## Shapes and parameter counts
 #
@@ -107,50 +108,52 @@ for name, model in checks.items():
 # %% [markdown]
 # ## Positions: where the real tokens end up
 #
-# The base model was pretrained on 17-token sequences, always at positions 0 .. 16. With a p-token prompt,
-# PEFT puts the real tokens at p .. p+16. How much does the frozen model care? Here is its exact match on its
-# own pretraining tasks with its positions shifted by s and no prompt at all (`M.shifted_exact_match`):
+# The tasks are 17 tokens long. With a p-token prompt, PEFT puts the real tokens at positions p .. p+16 instead
+# of 0 .. 16. A model pretrained only at positions 0 .. 16 would meet its input somewhere it never saw it; the
+# shipped base was pretrained with every sequence at a random offset (`minilora.base_model.AtRandomPositions`),
+# as real language models see text at every position. Does the shift cost it anything? Its exact match on its
+# own pretraining tasks with its positions shifted by s, no prompt at all (`M.shifted_exact_match`):
 
 # %%
 base = minilora.load_base_model()
 P = 8
-shifts = [0, 1, 2, 4, P]
+shifts = [0, 1, 2, 4, P, 15]
 shifted = M.shifted_exact_match(base, shifts)
 print("shift s:     " + "".join(f"{s:>7d}" for s in shifts))
 for task, row in shifted.items():
     print(f"{task:12s} " + "".join(f"{v:7.3f}" for v in row))
-worst_at_1 = max(row[1] for row in shifted.values())
-print(f"\nshifted by one position, the base model's best task keeps an exact match of {worst_at_1:.3f} "
-      f"(unshifted, its worst task has {min(row[0] for row in shifted.values()):.3f})")
+drop = max(row[0] - row.min() for row in shifted.values())
+print(f"\nthe largest loss of exact match from shifting, over every task and shift up to {max(shifts)}: {drop:.3f}")
+assert drop < 0.02, "the base model is no longer position-robust: the prompt methods' results include a shift cost"
 
 # %% [markdown]
-# So on this base, any method that follows PEFT's positions must also undo a shift the frozen model never saw.
-# That is a property of this toy base (pretrained at fixed positions; real LLMs are trained at every position),
-# not of prompt tuning. To separate the two, the experiments also run a variant that PEFT does not have,
-# `M.keep_positions`: the real tokens keep positions 0 .. T−1 (a virtual token's position only adds a constant
-# to a trainable vector, so it costs the prompt nothing). The library's methods always use PEFT's positions.
+# The assertion above is the claim: on this base, PEFT's positions cost nothing measurable (less than 0.02 of
+# exact match on any pretraining task, up to the longest prompt that fits, p = 15). What the prompt methods
+# achieve below is what the prompt itself can do.
 #
 # ## Training on the held-out task
 #
-# The recipe is the LoRA chapters' with half their batch (`M.finetune`: AdamW without weight decay, constant
-# learning rate, 150 steps of 16 sequences, exact match on 512 held-out sequences), with each method's learning
-# rate from `M.DEFAULT_LR`; LoRA runs here with the same recipe. Three seeds each. Prompt tuning with p = 8
-# trains 8 · 64 = 512 numbers, the same as LoRA with r = 1 on q and v in both layers (2 layers · 2 matrices ·
-# 1 · (64 + 64)), which is the budget-matched comparison.
+# Every run is `recipe.finetune` with the library's recipe, as in chapter 14: `get_peft_model` applies the
+# method from its config, then AdamW without weight decay at a constant learning rate, each method at its
+# `R.DEFAULT_LR`. The chapters' recipe (`M.RECIPE`) halves the batch so that three seeds of every run fit in a
+# minute. Prompt tuning with p = 8 trains 8 · 64 = 512 numbers, the same as LoRA with r = 1 on q and v in both
+# layers (2 layers · 2 matrices · 1 · (64 + 64)), which is the budget-matched comparison.
 
 # %%
-SEEDS = (0, 1, 2)
-kw = dict(seeds=SEEDS, eval_every=30)
+print(M.recipe_line())
+for method in ("prompt", "ptuning", "lora"):
+    print(f"  {method:8s} learning rate {R.DEFAULT_LR[method]:g}")
+
+# %%
 runs = {
-    "prompt tuning": M.seed_runs(PromptTuningConfig(P), **kw),
-    "prompt tuning, real tokens at 0..T-1": M.seed_runs(PromptTuningConfig(P), kept_positions=True,
-                                                        keep_models=True, **kw),
-    "p-tuning (MLP, H=64)": M.seed_runs(PromptEncoderConfig(P, encoder_hidden_size=64), keep_models=True, **kw),
-    "LoRA r=1 on q, v": M.seed_runs(LoraConfig(r=1, lora_alpha=1), **kw),
+    "prompt tuning": M.seed_runs(PromptTuningConfig(P), keep_models=True, eval_every=30),
+    "p-tuning (MLP, H=64)": M.seed_runs(PromptEncoderConfig(P, encoder_hidden_size=64), keep_models=True,
+                                        eval_every=30),
+    "LoRA r=1 on q, v": M.seed_runs(LoraConfig(r=1, lora_alpha=1), eval_every=30),
 }
 print(M.runs_table(runs))
-print(f"\nexact match before training: at most {max(r.values('exact_match_before').max() for r in runs.values()):.3f}"
-      " in every run")
+print(f"\nexact match of the base model before training: "
+      f"{max(r.values('exact_match_before').max() for r in runs.values()):.3f} in every run")
 
 # %%
 fig = plots.runs_plot(runs, "token_acc", "held-out task: token accuracy (mean over 3 seeds, min–max band)")
@@ -160,26 +163,24 @@ plt.show()
 # What the runs say, computed from them:
 
 # %%
-peft_pos, kept, ptune, lora = runs.values()
-print(f"1. with the same 512 trained numbers, prompt tuning's exact match is {M.compared(peft_pos, lora)} LoRA's "
-      f"({peft_pos.mean():.3f} vs {lora.mean():.3f}), its token accuracy "
-      f"{M.compared(peft_pos, lora, 'token_acc_after')} LoRA's ({peft_pos.mean('token_acc_after'):.3f} vs "
+prompt, ptune, lora = runs.values()
+print(f"1. with the same 512 trained numbers, prompt tuning's exact match is {M.compared(prompt, lora)} LoRA's "
+      f"({prompt.mean():.3f} vs {lora.mean():.3f}), its token accuracy "
+      f"{M.compared(prompt, lora, 'token_acc_after')} LoRA's ({prompt.mean('token_acc_after'):.3f} vs "
       f"{lora.mean('token_acc_after'):.3f})")
-print(f"2. with the real tokens at their pretraining positions, prompt tuning's token accuracy is "
-      f"{M.compared(kept, peft_pos, 'token_acc_after')} that with PEFT's positions "
-      f"({kept.mean('token_acc_after'):.3f} vs {peft_pos.mean('token_acc_after'):.3f}); exact match "
-      f"{kept.mean():.3f} vs {peft_pos.mean():.3f}")
-print(f"3. p-tuning's token accuracy is {M.compared(ptune, peft_pos, 'token_acc_after')} prompt tuning's "
-      f"({ptune.mean('token_acc_after'):.3f} vs {peft_pos.mean('token_acc_after'):.3f}, both with PEFT's "
-      f"positions), with {ptune.trainable // peft_pos.trainable}x the trained numbers")
-print(f"4. every prompt run improves the held-out loss: "
-      f"{all((r.values('loss_after') < r.values('loss_before')).all() for r in (peft_pos, kept, ptune))}")
+print(f"2. p-tuning's token accuracy is {M.compared(ptune, prompt, 'token_acc_after')} prompt tuning's "
+      f"({ptune.mean('token_acc_after'):.3f} vs {prompt.mean('token_acc_after'):.3f}), with "
+      f"{ptune.trainable // prompt.trainable}x the trained numbers; its exact match {ptune.mean():.3f}")
+improved = all((r.values("loss_after") < r.values("loss_before")).all() for r in (prompt, ptune))
+print(f"3. every prompt run lowers the held-out loss below the base model's: {improved}")
+assert improved and M.verdict(lora, prompt) == "higher" and M.verdict(lora, ptune) == "higher"
 
 # %% [markdown]
-# Lester et al. report that at small scale prompt tuning trails model tuning by a wide margin, and that the gap
-# closes only at billions of parameters (their Figure 1), a scale this course cannot run. Line 1 is the
-# comparison at this model's scale, a hundred thousand parameters; line 2 separates what the position shift
-# costs from what the prompt can do.
+# The assertion holds the claim: at this budget every LoRA seed answers more held-out sequences exactly than
+# every prompt-tuning and every p-tuning seed, although all of them learn (their loss falls). Lester et al.
+# report that at small scale prompt tuning trails model tuning by a wide margin, and that the gap closes only at
+# billions of parameters (their Figure 1), a scale this course cannot run; line 1 is the comparison at this
+# model's scale, about a hundred thousand parameters, with the position shift ruled out above as a cause.
 #
 # ## What a prompt can and cannot change
 #
@@ -195,7 +196,7 @@ print(f"4. every prompt run improves the held-out loss: "
 # model (`probe.attention_decomposition`, float32):
 
 # %%
-model = runs["prompt tuning, real tokens at 0..T-1"].models[0]  # seed 0, trained above
+model = runs["prompt tuning"].models[0]  # seed 0, trained above
 eval_idx, _ = data.heldout_eval_batch(128)
 dec = probe.attention_decomposition(model, eval_idx)
 print(f"max |y − ((1 − λ) y_base + λ u)| = {dec['decomposition_error']:.1e}")
@@ -240,7 +241,7 @@ print(f"PEFT's two files: {prompt_adapter_nbytes(ptuned):,d} bytes for {ptuned.n
 # 1. Lester et al. (§3.2) found that initializing the prompt from vocabulary embeddings beats random
 #    initialization. Compare `prompt_tuning_init="RANDOM"`, `"SAMPLE_VOCAB"` and `"TEXT"` with the text
 #    `"[sort] [reverse]"` (sort descending is sort, then reverse; tokenized by `M.toy_tokenizer`), three seeds
-#    each, with the real tokens at their pretraining positions. Does the initialization matter here?
+#    each. Does the initialization matter here?
 # 2. Vary the prompt length p ∈ {1, 4, 15} (the largest that fits: 15 + 17 ≤ block_size 32), three seeds each.
 #    How do token accuracy and exact match change with p?
 # 3. Load a saved p-tuning adapter with `is_trainable=True` and continue training it for 50 steps. Check that the

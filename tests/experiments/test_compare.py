@@ -92,3 +92,20 @@ def test_spread_and_threshold_summary():
     mean, sd = C.spread([0.1, 0.2, 0.3])
     assert mean == pytest.approx(0.2) and sd == pytest.approx(np.std([0.1, 0.2, 0.3], ddof=1))
     assert C.threshold_summary([10, None, None]) == "10 ± 0 (1/3)"
+
+
+def test_one_blas_thread_sets_and_restores_the_thread_count():
+    get, _ = C._openblas_threads()
+    if get is None:
+        pytest.skip("NumPy's bundled OpenBLAS not found: one_blas_thread is a no-op here")
+    before = get()
+    with C.one_blas_thread():
+        assert get() == 1
+        a = np.random.default_rng(0).normal(size=(64, 64)).astype(np.float32)
+        inside = a @ a
+    assert get() == before
+    with C.one_blas_thread():
+        np.testing.assert_array_equal(a @ a, inside)  # the same round-off on one thread, every time
+    with pytest.raises(RuntimeError), C.one_blas_thread():
+        raise RuntimeError("restored on error too")
+    assert get() == before

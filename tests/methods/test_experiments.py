@@ -1,5 +1,5 @@
 """The chapter experiments' helpers: counts against real models, the attention identity, prompt-as-prefix,
-the kept-positions variant, verdicts, and the value-reflection probe."""
+position shifts, seed runs through the one recipe, verdicts, and the value-reflection probe."""
 
 import numpy as np
 import pytest
@@ -8,6 +8,7 @@ import minilora
 from minilora import data
 from minilora.experiments import methods as M
 from minilora.experiments import methods_probe as probe
+from minilora.experiments import recipe as R
 from minilora.experiments.methods_probe import value_reflection_probe
 from minilora.peft import (
     DoubleSeqBnConfig,
@@ -33,7 +34,7 @@ def test_parameter_counts_of_the_tiny_gpt_are_those_of_the_real_models():
                "Pfeiffer adapters (reduction 16)": SeqBnConfig()}
     assert set(configs) == set(counts)
     for name, config in configs.items():
-        model = M.apply_method(minilora.load_base_model(), config)
+        model = R.prepare(minilora.load_base_model(), config)
         assert counts[name] == model.num_params(trainable_only=True), name
 
 
@@ -44,10 +45,8 @@ def test_toy_tokenizer_refuses_unknown_tokens():
 
 
 @pytest.mark.parametrize("name", ["prompt", "ptuning_mlp", "prefix", "prefix_proj"])
-@pytest.mark.parametrize("kept", [False, True], ids=["peft-positions", "kept-positions"])
-def test_attention_decomposition_holds_to_float64_rounding(name, kept):
+def test_attention_decomposition_holds_to_float64_rounding(name):
     model, _ = apply_method(name)
-    model = M.keep_positions(model) if kept else model
     dec = probe.attention_decomposition(model, batch(B=3, T=5)[0])
     assert dec["decomposition_error"] < 1e-12 and dec["real_attention_error"] < 1e-12 and dec["model_error"] < 1e-12
     assert dec["lambda"].shape == (3, 2, 5) and ((dec["lambda"] > 0) & (dec["lambda"] < 1)).all()
@@ -60,22 +59,8 @@ def test_prompt_as_prefix_gives_the_prompt_models_logits(name):
     idx, _ = batch(B=3, T=5)
     np.testing.assert_allclose(prefix.forward(idx)[0], model.forward(idx)[0], rtol=0, atol=1e-12)
     assert prefix.get_prompt().shape == (3, 2 * 2 * 8) and prefix.trainable_names() == []
-    with pytest.raises(ValueError, match="PEFT's positions"):
-        probe.prompt_as_prefix(M.keep_positions(model))
-    with pytest.raises(ValueError, match="PEFT's positions"):
+    with pytest.raises(ValueError, match="prompt-tuning or p-tuning model, got PrefixTuningModel"):
         probe.prompt_as_prefix(prefix)
-
-
-def test_kept_positions_give_the_real_tokens_their_pretraining_positions():
-    prefix, _ = apply_method("prefix")
-    kept = M.keep_positions(prefix)
-    idx, _ = batch(T=5)
-    assert kept.base_model is prefix.base_model and kept.prompt_encoder is prefix.prompt_encoder
-    np.testing.assert_array_equal(kept.position_ids(5), np.arange(5))
-    assert prefix.position_ids(5) is None  # PEFT's: p .. p + T - 1, the GPT's default after a prefix
-    prompt, _ = apply_method("prompt")
-    np.testing.assert_array_equal(M.keep_positions(prompt).position_ids(5), [0, 1, 2, 0, 1, 2, 3, 4])
-    assert not np.allclose(kept.forward(idx)[0], prefix.forward(idx)[0])
 
 
 def test_shifted_exact_match_at_zero_is_the_plain_exact_match():
@@ -83,6 +68,9 @@ def test_shifted_exact_match_at_zero_is_the_plain_exact_match():
     got = M.shifted_exact_match(base, [0, 3], tasks=("copy",), n=64)
     idx, targets = data.task_batch("copy", 64, np.random.default_rng([12345, 1 << 30]))
     assert got["copy"][0] == data.accuracy(base, idx, targets)["exact_match"] and got["copy"].shape == (2,)
+    logits, _ = base.forward(idx, position_ids=np.arange(3, 3 + idx.shape[1]))
+    answered = ((logits.argmax(-1) == targets) | (targets == -100)).all(axis=1).mean()
+    assert got["copy"][1] == answered
 
 
 def test_runs_summary_and_verdicts():
@@ -100,13 +88,35 @@ def test_runs_summary_and_verdicts():
     assert len(table) == 3 and table[1].startswith("a ") and "0.600 ± 0.100" in table[1] and table[2].endswith("0.500")
 
 
-def test_finetune_report_and_method_names():
-    model, hist, report = M.finetune(SeqBnConfig(), steps=3, eval_every=1)
-    assert report["method"] == "adapter" and report["lr"] == M.DEFAULT_LR["adapter"] and hist.eval_step == [0, 1, 2, 3]
-    assert {"exact_match_before", "exact_match_after", "token_acc_before", "token_acc_after", "loss_before",
-            "loss_after", "trainable", "total", "seconds"} <= set(report)
-    with pytest.raises(TypeError, match="method config"):
-        M.method_name("lora")
+def test_seed_runs_are_the_recipes_finetune_once_per_seed():
+    runs = M.seed_runs(SeqBnConfig(), seeds=(0, 1), keep_models=True, steps=3, eval_every=1)
+    assert runs.label == "adapter" and len(runs.reports) == len(runs.histories) == len(runs.models) == 2
+    model, hist, report = R.finetune(minilora.load_base_model(), SeqBnConfig(),
+                                     M.RECIPE.replace(seed=1, steps=3, eval_every=1), include_step0=True)
+    got = runs.reports[1]
+    assert got["lr"] == R.DEFAULT_LR["adapter"] == report["lr"]
+    for key in ("exact_match_after", "token_acc_after", "loss_before", "loss_after", "trainable", "total"):
+        assert got[key] == report[key], key  # the same run, bit for bit
+    assert runs.histories[1].eval_step == hist.eval_step == [0, 1, 2, 3]  # step 0: the model as training starts
+    np.testing.assert_array_equal(runs.models[1].forward(data.heldout_eval_batch(8)[0])[0],
+                                  model.forward(data.heldout_eval_batch(8)[0])[0])
+    assert runs.reports[0]["exact_match_after"] != runs.reports[1]["exact_match_after"] or \
+        runs.reports[0]["loss_after"] != runs.reports[1]["loss_after"]  # the seed reaches the run
+    assert M.seed_runs(None, seeds=(0,), steps=1).label == "full"
+    with pytest.raises(TypeError, match="Recipe has no field"):
+        M.seed_runs(SeqBnConfig(), seeds=(0,), kept_positions=True)
+
+
+def test_text_init_goes_through_the_one_entry_point_as_token_ids():
+    ids = M.toy_tokenizer("[sort] [reverse]")
+    config = PromptTuningConfig(8, "TEXT", ids, tokenizer_name_or_path="toy_tokenizer")
+    model, _, report = R.finetune(minilora.load_base_model(), config, M.RECIPE.replace(steps=0))
+    wte = minilora.load_base_model().params["wte.weight"]
+    np.testing.assert_array_equal(model.prompt_encoder.embedding.weight, wte[(ids * 4)[:8]])
+    assert report["method"] == "prompt" and model.prompt_encoder.tokenizer_name == "toy_tokenizer"
+    with pytest.raises(ValueError, match="give the token ids instead"):
+        R.finetune(minilora.load_base_model(), PromptTuningConfig(8, "TEXT", "[sort] [reverse]"),
+                   M.RECIPE.replace(steps=0))
 
 
 def test_value_reflection_an_adapter_learns_it_a_prefix_does_not():
