@@ -74,7 +74,7 @@ def _safetensors_numpy():
     except ImportError as err:
         raise ImportError(
             "saving and loading adapters needs the safetensors package, which is not installed; "
-            "install it with: pip install 'minilora[adapters]' (or pip install safetensors)"
+            "it is a dependency of minilora: pip install safetensors"
         ) from err
     return st_numpy
 
