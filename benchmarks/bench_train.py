@@ -8,7 +8,8 @@ in the same process with the same number of threads. Timed, interleaved in every
 * ``full, readable ops``: the same step under ``minilora.nn.fast.readable()`` (the formulas of
   :mod:`minilora.nn.functional`, one temporary per operator): what readability costs, step for step;
 * ``lora``: LoRA with PEFT's usual targets (q_proj, v_proj, r=8): one extra pair of small GEMMs per target,
-  and no weight gradient or optimizer state for any frozen weight;
+  no weight gradient or optimizer state for any frozen weight, and no input gradient for block 0 (nothing below
+  it is trained: its q/k/v projections and ln_1 skip their input-gradient GEMMs, ``GPT._needs_input_grad``);
 * ``torch``: PyTorch's full step (``torch.optim.AdamW``).
 
 Each step reports the median over the rounds with its spread (min-max), and each ratio is the median of the

@@ -82,7 +82,7 @@ class Int8Linear(Module):
         y = int8_matmul(x, self.base.weight, self.threshold)
         return y if self.base.bias is None else y + self.base.bias
 
-    def backward(self, dout: np.ndarray) -> np.ndarray:
+    def backward(self, dout: np.ndarray, need_dx: bool = True) -> np.ndarray:
         raise RuntimeError("Int8Linear is for evaluation only (quant_eval): it has no backward")
 
 

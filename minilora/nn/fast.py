@@ -54,21 +54,22 @@ def layernorm_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray, eps: float = 
     return out, (norm, w, rstd)
 
 
-def layernorm_backward(dout: np.ndarray, cache, need_dw: bool = True):
+def layernorm_backward(dout: np.ndarray, cache, need_dw: bool = True, need_dx: bool = True):
     """:func:`minilora.nn.functional.layernorm_backward` with two full-size arrays: ``dx`` and one temporary."""
     xp = backend.xp()
     norm, w, rstd = cache
     C = w.shape[0]
-    dx = dout * w  # (..., C): dnorm, turned into dx in place
-    tmp = xp.multiply(dx, norm)  # dnorm * norm
-    mean_dnorm_norm = tmp.mean(axis=-1, keepdims=True)  # (..., 1)
-    dx -= dx.mean(axis=-1, keepdims=True)  # dnorm - mean(dnorm)
-    xp.multiply(norm, mean_dnorm_norm, out=tmp)
-    dx -= tmp  # dnorm - mean(dnorm) - norm * mean(dnorm * norm)
-    dx *= rstd
-    dw = db = None
+    dx = dw = db = tmp = None
+    if need_dx:
+        dx = dout * w  # (..., C): dnorm, turned into dx in place
+        tmp = xp.multiply(dx, norm)  # dnorm * norm
+        mean_dnorm_norm = tmp.mean(axis=-1, keepdims=True)  # (..., 1)
+        dx -= dx.mean(axis=-1, keepdims=True)  # dnorm - mean(dnorm)
+        xp.multiply(norm, mean_dnorm_norm, out=tmp)
+        dx -= tmp  # dnorm - mean(dnorm) - norm * mean(dnorm * norm)
+        dx *= rstd
     if need_dw:
-        xp.multiply(dout, norm, out=tmp)
+        tmp = xp.multiply(dout, norm, out=tmp)  # into dx's temporary (out=None without dx: a new array)
         dw = tmp.reshape(-1, C).sum(axis=0)  # (C,)
         db = dout.reshape(-1, C).sum(axis=0)  # (C,)
     return dx, dw, db

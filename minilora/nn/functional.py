@@ -108,15 +108,19 @@ def layernorm_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray, eps: float = 
     return out, (norm, w, rstd)
 
 
-def layernorm_backward(dout: np.ndarray, cache, need_dw: bool = True):
+def layernorm_backward(dout: np.ndarray, cache, need_dw: bool = True, need_dx: bool = True):
     """Gradients ``(dx, dw, db)`` of :func:`layernorm_forward`.
 
     With ``dnorm = dout * w``: ``dx = rstd * (dnorm - mean(dnorm) - norm * mean(dnorm * norm))``.
+    ``need_dw=False`` skips ``dw`` and ``db``, ``need_dx=False`` skips ``dx``; skipped gradients are None.
     """
     norm, w, rstd = cache
     C = w.shape[0]
-    dnorm = dout * w  # (..., C)
-    dx = rstd * (dnorm - dnorm.mean(axis=-1, keepdims=True) - norm * (dnorm * norm).mean(axis=-1, keepdims=True))
+    dx = None
+    if need_dx:
+        dnorm = dout * w  # (..., C)
+        dx = rstd * (dnorm - dnorm.mean(axis=-1, keepdims=True)
+                     - norm * (dnorm * norm).mean(axis=-1, keepdims=True))
     dw = (dout * norm).reshape(-1, C).sum(axis=0) if need_dw else None  # (C,)
     db = dout.reshape(-1, C).sum(axis=0) if need_dw else None  # (C,)
     return dx, dw, db

@@ -38,6 +38,10 @@ from minilora.nn.modules import Block, Dropout, Embedding, LayerNorm, Linear, fi
 
 DTYPES = ("float32", "float64")
 
+#: GPT.backward skips the input gradient of a block when nothing below it needs one
+#: (:meth:`GPT._needs_input_grad`); False computes every one (the reference the tests compare with, bit for bit)
+SKIP_UNUSED_INPUT_GRADS = True
+
 
 @dataclass(frozen=True)
 class GPTConfig:
@@ -251,6 +255,9 @@ class GPT(Module):
         """Backpropagate ``dloss`` times the last loss into the grads of all trainable parameters.
 
         The gradients of the float inputs (``inputs_embeds``, ``past_key_values``) go to :attr:`input_grads`.
+        A gradient nothing uses is not computed: a block whose input gradient nothing below it needs
+        (:meth:`_needs_input_grad`) returns none, and the modules below it run no backward. In a LoRA model that
+        is block 0: its frozen q/k/v projections and ln_1 skip their input-gradient matmuls.
         """
         if self.loss_cache is None:
             raise ValueError("backward() needs a forward(idx, targets) with targets first")
@@ -263,20 +270,47 @@ class GPT(Module):
         else:
             dh = self.lm_head.backward(dlogits)  # (B, T, C)
         dx = self.ln_f.backward(dh)
-        for block in reversed(list(self.blocks)):
-            dx = block.backward(dx)
-        dx = self.drop.backward(dx)  # (B, T, C): the gradient of tok and of the position embeddings
+        blocks = list(self.blocks)
+        for i in reversed(range(len(blocks))):
+            need_dx = self._needs_input_grad(i, from_ids, has_past)
+            dx = blocks[i].backward(dx, need_dx=need_dx)
+            if not need_dx:  # nothing below block i needs a gradient: their backward is not run
+                self._release_caches([*blocks[:i], self.drop, self.wte, self.wpe])
+                break
         grads = {}
-        if from_ids:
-            self.wte.backward(dx)
-        else:
-            grads["inputs_embeds"] = dx
-        self.wpe.backward(dx.sum(axis=0) if pos_ndim == 1 else dx)  # (T,) positions are shared by the batch
+        if need_dx:
+            dx = self.drop.backward(dx)  # (B, T, C): the gradient of tok and of the position embeddings
+            if from_ids:
+                self.wte.backward(dx)
+            else:
+                grads["inputs_embeds"] = dx
+            self.wpe.backward(dx.sum(axis=0) if pos_ndim == 1 else dx)  # (T,) positions are shared by the batch
         if has_past:
             grads["past_key_values"] = [block.attn.past_kv_grad for block in self.blocks]
             for block in self.blocks:
                 block.attn.past_kv_grad = None
         self.input_grads = grads
+
+    def _needs_input_grad(self, i: int, from_ids: bool, has_past: bool) -> bool:
+        """Whether anything below block ``i`` needs the gradient of block ``i``'s input.
+
+        Below it are blocks ``0 .. i-1``, the dropout and the embeddings. They need it when one of their
+        parameters is trainable (``needs_grad``), when the forward took ``inputs_embeds`` (prompt tuning and
+        p-tuning take their gradient), or with ``past_key_values`` when ``i > 0``: a lower block's prefix gradient
+        comes from its attention backward, which needs that block's output gradient. Block 0's prefix gradient
+        comes from its own attention backward, so prefix tuning still skips block 0's input gradient.
+        """
+        if not SKIP_UNUSED_INPUT_GRADS or not from_ids or (has_past and i > 0):
+            return True
+        below = [self.wte, self.wpe, *list(self.blocks)[:i]]  # the dropout has no parameters
+        return any(module.trainable_names() for module in below)
+
+    @staticmethod
+    def _release_caches(modules: list[Module]) -> None:
+        """Drop the forward caches of modules whose backward is skipped (as their backward would)."""
+        for module in modules:
+            for _, mod in module.named_modules():
+                mod.cache = None
 
     # ------------------------------------------------------------------ sampling
     def generate(self, idx: np.ndarray, max_new_tokens: int, temperature: float = 1.0,

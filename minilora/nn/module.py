@@ -11,7 +11,10 @@ Every layer and model in minilora is a :class:`Module`. The protocol (stable; PE
     **accumulates** into them (``+=``), so several backward passes add up (gradient accumulation);
     :meth:`zero_grad` zeroes them (reusing the buffers). Frozen parameters never appear.
 ``forward(x) -> y`` / ``backward(dout) -> dx``
-    Defined by each subclass; forward keeps in ``self.cache`` only what backward needs.
+    Defined by each subclass; forward keeps in ``self.cache`` only what backward needs. The modules a GPT
+    block is made of (blocks, attention, LayerNorm, the linear layers and their LoRA / 4-bit replacements)
+    also take ``backward(dout, need_dx=False)``: it accumulates the same trainable gradients but skips the
+    input gradient and returns None (:meth:`minilora.nn.gpt.GPT.backward`, when nothing below needs it).
 ``trainable`` mark
     :meth:`is_trainable`, :meth:`freeze`, :meth:`unfreeze`, :meth:`trainable_names`. A frozen parameter
     gets no gradient computed (layers check :meth:`needs_grad` and skip the weight-gradient matmul) and

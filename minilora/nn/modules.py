@@ -100,10 +100,11 @@ class Linear(Module):
         out, self.cache = F.linear_forward(x, self.weight, self.bias)
         return out
 
-    def backward(self, dout: np.ndarray) -> np.ndarray:
-        """dout: (..., out_features) -> dx (..., in_features); accumulates trainable grads."""
+    def backward(self, dout: np.ndarray, need_dx: bool = True) -> np.ndarray | None:
+        """dout: (..., out_features) -> dx (..., in_features), or None with ``need_dx=False`` (no dx matmul);
+        accumulates trainable grads."""
         dx, dw, db = F.linear_backward(dout, self.cache, need_dw=self.needs_grad("weight"),
-                                       need_db=self.needs_grad("bias"))
+                                       need_db=self.needs_grad("bias"), need_dx=need_dx)
         self.accumulate_grad("weight", dw)
         self.accumulate_grad("bias", db)
         self.cache = None
@@ -164,9 +165,10 @@ class LayerNorm(Module):
         out, self.cache = fast.layernorm_forward(x, self._params["weight"], self._params["bias"], self.eps)
         return out
 
-    def backward(self, dout: np.ndarray) -> np.ndarray:
+    def backward(self, dout: np.ndarray, need_dx: bool = True) -> np.ndarray | None:
+        """dx, or None with ``need_dx=False``; accumulates trainable grads."""
         need = self.needs_grad("weight") or self.needs_grad("bias")
-        dx, dw, db = fast.layernorm_backward(dout, self.cache, need_dw=need)
+        dx, dw, db = fast.layernorm_backward(dout, self.cache, need_dw=need, need_dx=need_dx)
         self.accumulate_grad("weight", dw)
         self.accumulate_grad("bias", db)
         self.cache = None
@@ -289,12 +291,17 @@ class CausalSelfAttention(Module):
         self.past_kv_grad = None
         return self.resid_drop.forward(self.o_proj.forward(y))
 
-    def backward(self, dout: np.ndarray) -> np.ndarray:
+    def backward(self, dout: np.ndarray, need_dx: bool = True) -> np.ndarray | None:
+        """dx (B, T, C), or None with ``need_dx=False``: then q/k/v_proj skip their dx matmuls but still
+        accumulate their trainable grads (LoRA's need dq, dv), and ``past_kv_grad`` is set as always."""
         dy = self.o_proj.backward(self.resid_drop.backward(dout))
         dq, dk, dv, dpast_k, dpast_v = fast.attention_backward(dy, self.cache)
         self.cache = None
         self.past_kv_grad = None if dpast_k is None else (dpast_k, dpast_v)
-        return self.q_proj.backward(dq) + self.k_proj.backward(dk) + self.v_proj.backward(dv)
+        dx_q = self.q_proj.backward(dq, need_dx=need_dx)
+        dx_k = self.k_proj.backward(dk, need_dx=need_dx)
+        dx_v = self.v_proj.backward(dv, need_dx=need_dx)
+        return dx_q + dx_k + dx_v if need_dx else None
 
     def extra_repr(self) -> str:
         return f"n_embd={self.n_embd}, n_head={self.n_head}"
@@ -318,10 +325,30 @@ class Block(Module):
         h = x + self.attn.forward(self.ln_1.forward(x), past_kv)  # (B, T, C)
         return h + self.mlp_drop.forward(self.mlp.forward(self.ln_2.forward(h)))  # (B, T, C)
 
-    def backward(self, dout: np.ndarray) -> np.ndarray:
-        """The residual connections add the gradient that skips each branch to the one through it."""
+    def backward(self, dout: np.ndarray, need_dx: bool = True) -> np.ndarray | None:
+        """The residual connections add the gradient that skips each branch to the one through it.
+
+        ``need_dx=False`` (nothing below the block needs its input gradient): returns None, and the attention
+        branch computes only what its trainable parameters need (:func:`attention_branch_backward`).
+        """
         dh = dout + self.ln_2.backward(self.mlp.backward(self.mlp_drop.backward(dout)))  # (B, T, C)
-        return dh + self.ln_1.backward(self.attn.backward(dh))  # (B, T, C)
+        dx = attention_branch_backward(self.ln_1, self.attn, dh, need_dx)  # (B, T, C) or None
+        return dh + dx if need_dx else None
+
+
+def attention_branch_backward(ln_1: Module, attn: Module, dout: np.ndarray, need_dx: bool = True
+                              ) -> np.ndarray | None:
+    """Backward through a block's ``attn(ln_1(x))``: dx, or None with ``need_dx=False``.
+
+    Without dx, the attention still runs its backward (its trainable grads and a prefix's ``past_kv_grad``),
+    minus the q/k/v input-gradient matmuls; ln_1's output gradient is computed only when ln_1 has trainable
+    parameters (``modules_to_save``), whose gradient needs it, and ln_1's own dx never.
+    """
+    if need_dx or ln_1.trainable_names():
+        return ln_1.backward(attn.backward(dout), need_dx=need_dx)
+    attn.backward(dout, need_dx=False)
+    ln_1.cache = None  # its backward is not run: nothing needs its gradients
+    return None
 
 
 __all__ = ["Module", "ModuleList", "Linear", "Embedding", "LayerNorm", "Dropout", "MLP",

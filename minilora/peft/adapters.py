@@ -45,7 +45,7 @@ import numpy as np
 from minilora import backend
 from minilora.nn.gpt import GPT
 from minilora.nn.module import Module
-from minilora.nn.modules import Block, Linear
+from minilora.nn.modules import Block, Linear, attention_branch_backward
 from minilora.peft.adapters_config import INIT_WEIGHTS, BnConfig, DoubleSeqBnConfig, SeqBnConfig
 from minilora.peft.layers import Activation, Sequential
 
@@ -148,11 +148,14 @@ class BlockWithAdapters(Module):
         h = self._adapt(self.attention_adapters, self.attn.forward(self.ln_1.forward(x), past_kv), x)
         return self._adapt(self.output_adapters, self.mlp_drop.forward(self.mlp.forward(self.ln_2.forward(h))), h)
 
-    def backward(self, dout: np.ndarray) -> np.ndarray:
+    def backward(self, dout: np.ndarray, need_dx: bool = True) -> np.ndarray | None:
+        """dx (B, T, C), or None with ``need_dx=False``, as :meth:`Block.backward <minilora.nn.modules.Block.backward>`
+        (the adapters' gradients are computed either way)."""
         dm, dh = self._adapt_backward(self.output_adapters, dout)
         dh = dh + self.ln_2.backward(self.mlp.backward(self.mlp_drop.backward(dm)))
         da, dx = self._adapt_backward(self.attention_adapters, dh)
-        return dx + self.ln_1.backward(self.attn.backward(da))
+        dx_attn = attention_branch_backward(self.ln_1, self.attn, da, need_dx)  # (B, T, C) or None
+        return dx + dx_attn if need_dx else None
 
     def unwrap(self) -> Block:
         """The original block (without the adapters)."""

@@ -159,11 +159,14 @@ class Linear4bit(Module):
         self.cache = xc.shape  # a frozen layer keeps no activation, only the shape
         return y
 
-    def backward(self, dout: np.ndarray) -> np.ndarray:
-        """dout (..., out) → dx (..., in) through the weight dequantized again."""
+    def backward(self, dout: np.ndarray, need_dx: bool = True) -> np.ndarray | None:
+        """dout (..., out) → dx (..., in) through the weight dequantized again; None with ``need_dx=False``
+        (nothing to compute: the layer has no trainable parameter)."""
         if self.cache is None:
             raise RuntimeError("Linear4bit.backward called before forward")
         shape, self.cache = self.cache, None
+        if not need_dx:
+            return None
         return (dout.reshape(-1, self.out_features) @ self.qweight.compute_weight()).reshape(shape)
 
     def extra_repr(self) -> str:

@@ -276,17 +276,20 @@ class LoRALinear(Module):
         self.cache = (base_cache, drop_cache, False)
         return y
 
-    def backward(self, dout: np.ndarray) -> np.ndarray:
-        """Accumulate ``dA``, ``dB`` (never ``dW0``, ``db``) and return ``dx`` (..., in)."""
+    def backward(self, dout: np.ndarray, need_dx: bool = True) -> np.ndarray | None:
+        """Accumulate ``dA``, ``dB`` (never ``dW0``, ``db``) and return ``dx`` (..., in), or None with
+        ``need_dx=False`` (then neither ``G W0`` nor ``s G B A`` is computed)."""
         if self.cache is None:
             raise RuntimeError("LoRALinear.backward called before forward")
         base_cache, drop_cache, inference = self.cache
         if inference:
             raise RuntimeError("LoRALinear is merged or its adapter disabled (inference only): call unmerge() / "
                                "enable_adapters(True) before training")
-        dx, _, _ = F.linear_backward(dout, base_cache, need_dw=False, need_db=False)  # G W0, (..., in)
         du = self.lora_B.backward(dout * self.scaling)  # dB += s Gᵀ u;  du = s G B, (..., r)
-        dh = self.lora_A.backward(du)  # dA += duᵀ h;  dh = s G B A, (..., in)
+        dh = self.lora_A.backward(du, need_dx=need_dx)  # dA += duᵀ h;  dh = s G B A, (..., in)
+        if not need_dx:
+            return None
+        dx, _, _ = F.linear_backward(dout, base_cache, need_dw=False, need_db=False)  # G W0, (..., in)
         dx += F.dropout_backward(dh, drop_cache)  # dx is the new array linear_backward returned
         return dx
 

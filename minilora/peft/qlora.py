@@ -173,14 +173,18 @@ class QLoRALinear(LoRALinear):
         self.cache = ((x_saved, None, has_bias), drop_cache, merged)  # drop W_c: backward dequantizes again
         return y
 
-    def backward(self, dout: np.ndarray) -> np.ndarray:
-        """Accumulate ``dA``, ``dB`` and return ``dx`` (..., in) through the re-dequantized base weight."""
+    def backward(self, dout: np.ndarray, need_dx: bool = True) -> np.ndarray | None:
+        """Accumulate ``dA``, ``dB`` and return ``dx`` (..., in) through the re-dequantized base weight; with
+        ``need_dx=False`` return None without dequantizing (only dx reads the base weight)."""
         if self.cache is None:
             raise RuntimeError("QLoRALinear.backward called before forward")
         (x_saved, _, has_bias), drop_cache, merged = self.cache
-        with self._lent_weight():
-            self.cache = ((x_saved, self._params["weight"], has_bias), drop_cache, merged)
-            dx = super().backward(dout)
+        if need_dx:
+            with self._lent_weight():
+                self.cache = ((x_saved, self._params["weight"], has_bias), drop_cache, merged)
+                dx = super().backward(dout)
+        else:  # only dx reads the base weight: no dequantization
+            dx = super().backward(dout, need_dx=False)
         self.cache = None  # activations are freed once used (LoRALinear keeps its cache)
         return dx
 

@@ -27,6 +27,7 @@ from minilora.experiments import methods as M
 from minilora.experiments import methods_plots as plots
 from minilora.experiments.methods_probe import value_reflection_probe
 from minilora.nn.gradcheck import gradcheck
+from minilora.nn.modules import attention_branch_backward
 from minilora.peft import (
     BlockWithAdapters,
     BottleneckAdapter,
@@ -76,11 +77,13 @@ print(f"\non GPT-3, Houlsby adapters at reduction 16 train {gpt3[rows[2]] / gpt3
 # ## The code
 #
 # The bottleneck and the block it goes into. The block keeps its children's names (`ln_1`, `attn`, `ln_2`,
-# `mlp`), so the frozen weights keep theirs; the adapters are `attention_adapters` and `output_adapters`:
+# `mlp`), so the frozen weights keep theirs; the adapters are `attention_adapters` and `output_adapters`. The
+# attention branch's backward is the plain block's (`attention_branch_backward`, shown last):
 
 # %%
 show_source(BottleneckAdapter.forward, BottleneckAdapter.backward, BlockWithAdapters.forward,
-            BlockWithAdapters.backward, BlockWithAdapters._adapt, BlockWithAdapters._adapt_backward)
+            BlockWithAdapters.backward, BlockWithAdapters._adapt, BlockWithAdapters._adapt_backward,
+            attention_branch_backward)
 
 # %% [markdown]
 # On GPT-2-style pre-LayerNorm blocks AdapterHub feeds Houlsby's adapter the sublayer output `h` and

@@ -60,6 +60,8 @@ BIG = (2, 64, 128)  # the benchmark's T and C: blocked BLAS kernels, vectorized 
 CASES = {
     "layernorm_forward": lambda dt: _inputs([(3, 5, 37), (37,), (37,)], dt),
     "layernorm_backward": lambda dt: [*_inputs([(3, 5, 37)], dt, seed=3), _ln_cache(dt)],
+    "layernorm_backward without dx": lambda dt: [*_inputs([(3, 5, 37)], dt, seed=3), _ln_cache(dt), True, False],
+    "layernorm_backward without dw": lambda dt: [*_inputs([(3, 5, 37)], dt, seed=3), _ln_cache(dt), False],
     "gelu_forward": lambda dt: _inputs([(4, 9, 33)], dt),
     "gelu_backward": lambda dt: _inputs([(4, 9, 33), (4, 9, 33)], dt),
     "softmax": lambda dt: _inputs([(2, 3, 7, 11)], dt),
