@@ -119,8 +119,7 @@ def layernorm_backward(dout: np.ndarray, cache, need_dw: bool = True, need_dx: b
     dx = None
     if need_dx:
         dnorm = dout * w  # (..., C)
-        dx = rstd * (dnorm - dnorm.mean(axis=-1, keepdims=True)
-                     - norm * (dnorm * norm).mean(axis=-1, keepdims=True))
+        dx = rstd * (dnorm - dnorm.mean(axis=-1, keepdims=True) - norm * (dnorm * norm).mean(axis=-1, keepdims=True))
     dw = (dout * norm).reshape(-1, C).sum(axis=0) if need_dw else None  # (C,)
     db = dout.reshape(-1, C).sum(axis=0) if need_dw else None  # (C,)
     return dx, dw, db
