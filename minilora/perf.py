@@ -1,6 +1,7 @@
 """Opt-in process settings that make the engine faster on a CPU without changing any result.
 
-:func:`tune_allocator` is the only one. The engine's forward allocates what it returns and keeps (a cache owns
+:func:`tune_allocator` is the only one (:func:`openblas_function` finds the BLAS that NumPy bundles, for
+the callers that read or pin its thread count). The engine's forward allocates what it returns and keeps (a cache owns
 what it holds, :mod:`minilora.nn.module`), so a training step makes and frees a few hundred arrays of up to
 several MB. glibc's ``malloc`` serves arrays above its mmap threshold (128 kB, raised on the fly up to 32 MB
 as such arrays are freed) with fresh pages from the kernel, and hands freed memory at the top of the heap back
@@ -78,4 +79,28 @@ def tune_allocator(mmap_threshold: int = MAX_MMAP_THRESHOLD,
     return {"mmap_threshold": mmap_threshold, "trim_threshold": trim_threshold}
 
 
-__all__ = ["DEFAULT_TRIM_THRESHOLD", "MAX_MMAP_THRESHOLD", "tune_allocator"]
+def openblas_function(name: str):
+    """The ctypes function ``name`` (e.g. ``"get_num_threads"``) of the OpenBLAS bundled in NumPy's wheel, or None.
+
+    The wheels rename its symbols (``scipy_openblas_<name>64_``, ``openblas_<name>64_`` or ``openblas_<name>``);
+    a NumPy built against another BLAS has no ``numpy.libs`` and gives None.
+    """
+    import glob
+    from pathlib import Path
+
+    import numpy
+
+    libdir = Path(numpy.__file__).parent.parent / "numpy.libs"
+    for lib in sorted(glob.glob(str(libdir / "*openblas*"))):
+        try:
+            handle = ctypes.CDLL(lib)
+        except OSError:
+            continue
+        for prefix, suffix in (("scipy_openblas", "64_"), ("openblas", "64_"), ("openblas", "")):
+            func = getattr(handle, f"{prefix}_{name}{suffix}", None)
+            if func is not None:
+                return func
+    return None
+
+
+__all__ = ["DEFAULT_TRIM_THRESHOLD", "MAX_MMAP_THRESHOLD", "openblas_function", "tune_allocator"]

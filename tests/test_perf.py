@@ -64,3 +64,13 @@ def test_a_refused_threshold_changes_nothing_else(monkeypatch):
     monkeypatch.setattr(perf, "_mallopt", lambda: lambda param, value: calls.append(param) or 0)
     assert perf.tune_allocator() is None
     assert calls == [perf.M_MMAP_THRESHOLD]
+
+
+def test_openblas_function_finds_numpys_bundled_blas_or_says_none():
+    from minilora.perf import openblas_function
+
+    assert openblas_function("no_such_function_anywhere") is None
+    get = openblas_function("get_num_threads")
+    if get is None:  # a NumPy built against another BLAS
+        return
+    assert int(get()) >= 1

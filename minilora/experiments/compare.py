@@ -227,21 +227,10 @@ def table(rows: dict[str, dict]) -> str:
 
 def _openblas_threads():
     """``(get, set)`` of the OpenBLAS that NumPy's wheel bundles (ctypes functions), or ``(None, None)``."""
-    import ctypes
-    import glob
+    from minilora.perf import openblas_function
 
-    libdir = Path(np.__file__).parent.parent / "numpy.libs"
-    for lib in sorted(glob.glob(str(libdir / "*openblas*"))):
-        try:
-            handle = ctypes.CDLL(lib)
-        except OSError:
-            continue
-        for prefix, suffix in (("scipy_openblas", "64_"), ("openblas", "64_"), ("openblas", "")):
-            get = getattr(handle, f"{prefix}_get_num_threads{suffix}", None)
-            set_ = getattr(handle, f"{prefix}_set_num_threads{suffix}", None)
-            if get is not None and set_ is not None:
-                return get, set_
-    return None, None
+    get, set_ = openblas_function("get_num_threads"), openblas_function("set_num_threads")
+    return (get, set_) if get is not None and set_ is not None else (None, None)
 
 
 @contextmanager

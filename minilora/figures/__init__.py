@@ -182,7 +182,6 @@ def blas_info() -> dict[str, str]:
     for this processor and its thread count (read from OpenBLAS itself where it can be; else the
     environment variable that sets it)."""
     import ctypes
-    import glob
     import platform
 
     import numpy
@@ -194,20 +193,14 @@ def blas_info() -> dict[str, str]:
         info["blas"] = f"{cfg['name']} {cfg['version']}"
     except (KeyError, TypeError, AttributeError):
         pass
-    libdir = Path(numpy.__file__).parent.parent / "numpy.libs"  # where NumPy's wheels bundle OpenBLAS
-    for lib in sorted(glob.glob(str(libdir / "*openblas*"))):
-        try:
-            handle = ctypes.CDLL(lib)
-        except OSError:
-            continue
-        for prefix, suffix in (("scipy_openblas", "64_"), ("openblas", "64_"), ("openblas", "")):
-            core = getattr(handle, f"{prefix}_get_corename{suffix}", None)
-            threads = getattr(handle, f"{prefix}_get_num_threads{suffix}", None)
-            if core is not None and threads is not None:
-                core.restype = ctypes.c_char_p
-                info["blas_kernel"] = core().decode()
-                info["blas_threads"] = str(threads())
-                return info
+    from minilora.perf import openblas_function
+
+    core, threads = openblas_function("get_corename"), openblas_function("get_num_threads")
+    if core is not None and threads is not None:
+        core.restype = ctypes.c_char_p
+        info["blas_kernel"] = core().decode()
+        info["blas_threads"] = str(threads())
+    return info
     return info
 
 
