@@ -95,15 +95,16 @@ def heldout_eval_batch(n: int = 512, seed: int = 12345) -> tuple[np.ndarray, np.
     return task_batch(HELDOUT_TASK, n, np.random.default_rng([seed, 1 << 30]))
 
 
-def accuracy(model, idx: np.ndarray, targets: np.ndarray) -> dict[str, float]:
+def accuracy(model, idx: np.ndarray, targets: np.ndarray, position_ids: np.ndarray | None = None) -> dict[str, float]:
     """Token accuracy and exact match of greedy answers (teacher-forced argmax = greedy when all right).
 
     Returns ``{"token_acc": ..., "exact_match": ...}`` over the positions whose target is not -100.
+    ``position_ids`` goes to the model's forward when given (e.g. the inputs shifted to other positions).
     """
     was_training = model.training
     model.eval()
     try:
-        logits, _ = model.forward(idx)
+        logits, _ = model.forward(idx) if position_ids is None else model.forward(idx, position_ids=position_ids)
     finally:
         model.train(was_training)
     targets = backend.input_array(targets, "targets")
